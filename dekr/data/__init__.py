@@ -1,0 +1,2 @@
+"""Keypoint specs, COCO-format datasets, augmentation, DEKR targets and the LightningDataModule."""
+

@@ -1,0 +1,2 @@
+"""Decoding network outputs into poses: flip/multi-scale test, NMS, rescoring, smoothing."""
+

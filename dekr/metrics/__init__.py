@@ -1,0 +1,2 @@
+"""Pose metrics as torchmetrics Metrics: OKS-AP (COCO / CrowdPose), PCK, MPJPE and friends."""
+

@@ -1,0 +1,2 @@
+"""Networks: the timm HRNet backbone, heatmap and offset heads, adaptive convolution."""
+

@@ -1,0 +1,141 @@
+"""Official DEKR checkpoint conversion (HRNet/DEKR ``pose_dekr_hrnet*.pth`` layout -> ours).
+
+The official model keeps one ``nn.Module`` per keypoint branch (``offset_feature_layers.k``,
+``offset_final_layer.k``); ours computes the K branches as grouped convolutions, so the
+converter concatenates the K per-branch tensors along the output-channel axis. The backbone
+keys are identical to timm's HRNet and are only prefixed. Conversion is strict: every official
+key is used exactly once and every tensor of ours is filled.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from dekr.models.dekr import DEKRNet
+from dekr.models.adaptive_conv import REGULAR_GRID
+
+BACKBONE_PREFIX = "backbone.body."
+_HEAD_RENAMES = {
+    "transition_heatmap.": "heatmap_head.transition.",
+    "head_heatmap.0.0.": "heatmap_head.block.",
+    "head_heatmap.1.": "heatmap_head.final.",
+    "transition_offset.": "offset_head.transition.",
+}
+_BRANCH_BLOCK = re.compile(r"offset_feature_layers\.(\d+)\.(\d+)\.(.+)")
+_BRANCH_FINAL = re.compile(r"offset_final_layer\.(\d+)\.(weight|bias)")
+_BLOCK_RENAMES = {
+    "transform_matrix_conv.weight": "adapt_conv.transform_matrix_conv.weight",
+    "transform_matrix_conv.bias": "adapt_conv.transform_matrix_conv.bias",
+    "translation_conv.weight": "adapt_conv.translation_conv.weight",
+    "translation_conv.bias": "adapt_conv.translation_conv.bias",
+    "adapt_conv.weight": "adapt_conv.weight",
+}
+
+
+class CheckpointMismatchError(ValueError):
+    """An official checkpoint does not fit the configured network (names the keys at fault)."""
+
+
+def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read an official DEKR ``.pth`` (plain state dict, or wrapped in ``state_dict``/``model``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"official checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle errors, ...: all mean "not a readable checkpoint"
+        raise CheckpointMismatchError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                                      f"{type(err).__name__}: {err}") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors")
+    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
+    return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+
+
+def convert_official_state_dict(official: dict[str, Tensor], net: DEKRNet) -> dict[str, Tensor]:
+    """Map an official DEKR state dict onto ``net``'s state dict keys (strictly).
+
+    Raises:
+        CheckpointMismatchError: listing missing keys, unexpected keys and shape conflicts.
+    """
+    target = net.state_dict()
+    cfg = net.config
+    if not (cfg.disentangled and cfg.offset_block == "adaptive"):
+        raise CheckpointMismatchError("official checkpoints need net.disentangled=true and net.offset_block=adaptive")
+    k_total = cfg.num_keypoints
+    converted: dict[str, Tensor] = {}
+    branch_parts: dict[str, dict[int, Tensor]] = {}
+    unexpected: list[str] = []
+    for key, value in official.items():
+        if m := _BRANCH_BLOCK.fullmatch(key):
+            kp, block, rest = int(m[1]), m[2], m[3]
+            if rest == "regular_matrix":
+                if value.shape != REGULAR_GRID.shape or not torch.equal(value.float(), REGULAR_GRID):
+                    raise CheckpointMismatchError(f"{key}: not the regular 3x3 grid DEKR fixes")
+                branch_parts.setdefault(f"offset_head.blocks.{block}.regular_matrix", {})[kp] = value
+                continue
+            ours = _BLOCK_RENAMES.get(rest) or (f"bn.{rest.split('.', 1)[1]}" if rest.startswith("bn.") else None)
+            if ours is None:
+                unexpected.append(key)
+                continue
+            branch_parts.setdefault(f"offset_head.blocks.{block}.{ours}", {})[kp] = value
+        elif m := _BRANCH_FINAL.fullmatch(key):
+            branch_parts.setdefault(f"offset_head.final.{m[2]}", {})[int(m[1])] = value
+        else:
+            for old, new in _HEAD_RENAMES.items():
+                if key.startswith(old):
+                    converted[new + key[len(old):]] = value
+                    break
+            else:
+                if key.split(".", 1)[0] in ("conv1", "bn1", "conv2", "bn2", "layer1") or key.startswith(
+                        ("transition1", "transition2", "transition3", "stage2", "stage3", "stage4")):
+                    converted[BACKBONE_PREFIX + key] = value
+                else:
+                    unexpected.append(key)
+
+    problems: list[str] = []
+    for ours, parts in branch_parts.items():
+        if sorted(parts) != list(range(k_total)):
+            problems.append(f"{ours}: official branches {sorted(parts)} do not cover keypoints 0..{k_total - 1}")
+            continue
+        if ours.endswith("regular_matrix"):
+            continue
+        if ours.endswith("num_batches_tracked"):
+            # One counter per official branch; all are equal in a trained model. Keep the max.
+            converted[ours] = torch.stack([parts[k] for k in range(k_total)]).max()
+        else:
+            converted[ours] = torch.cat([parts[k] for k in range(k_total)], dim=0)
+
+    missing = sorted(set(target) - set(converted))
+    unexpected += sorted(set(converted) - set(target))
+    shape_conflicts = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in converted.items() if k in target and v.shape != target[k].shape
+    ]
+    if missing or unexpected or shape_conflicts or problems:
+        lines = [f"official checkpoint does not fit the configured network ({cfg.backbone}, K={k_total}):"]
+        for title, items in (("missing", missing), ("unexpected", unexpected),
+                             ("shape conflicts", shape_conflicts), ("branch problems", problems)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                lines.append(f"  {title}: {shown}")
+        if shape_conflicts:
+            lines.append("  (is the --config for another variant, e.g. w48 vs w32 or coco vs crowdpose?)")
+        raise CheckpointMismatchError("\n".join(lines))
+    return OrderedDict((k, converted[k].to(target[k].dtype)) for k in target)
+
+
+def official_key_count(net: DEKRNet) -> int:
+    """How many keys an official checkpoint of this architecture has (regular_matrix included)."""
+    per_branch = sum(1 for k in net.state_dict() if k.startswith("offset_head.")
+                     and not k.startswith("offset_head.transition."))
+    blocks = net.config.offset_blocks
+    k = net.config.num_keypoints
+    return len(net.state_dict()) - per_branch + per_branch * k + blocks * k

@@ -1,0 +1,296 @@
+"""LightningDataModule for COCO, CrowdPose, custom COCO-format datasets and the synthetic default.
+
+Batches:
+
+* training: dict with ``image`` (N, 3, S, S) float32 ImageNet-normalised RGB, ``heatmap`` and
+  ``heatmap_weight`` (N, K+1, R, R) (keypoints then centre), ``offset`` and ``offset_weight``
+  (N, 2K, R, R) (x, y per keypoint; offset = pixel - keypoint in output-map pixels), ``image_id``
+  (N,) int64. With ``gpu_targets`` the workers send the uint8 image, the warped keypoints
+  (``joints`` (N, P, K+1, 3), padded), ``area`` and ``mask``; ``on_after_batch_transfer`` builds
+  the same maps on the device and normalises the image.
+* validation / test / predict: dict with ``image`` (list of original-resolution (H, W, 3) uint8
+  RGB arrays), ``image_id`` (list[int]), ``file_name`` (list[str]) and ``orig_size``
+  (list of (H, W)). ``val_ground_truth`` is the COCO-format dict of the evaluated split.
+
+Distributed training: the datasets are map-style and the loaders use no custom sampler, so
+Lightning (``use_distributed_sampler=True``, its default) wraps them in a ``DistributedSampler``:
+each rank gets a distinct shard of the training set, reshuffled every epoch. Validation shards may
+repeat a few images to pad the last batch; the metric de-duplicates by ``image_id``.
+
+Seeding: ``worker_init_fn`` seeds each worker's augmentation RNG (numpy Generator and the
+albumentations pixel transforms) from torch's per-worker seed and the global rank, so that with
+``seed_everything(seed, workers=True)`` the augmentations are reproducible and differ between
+workers and ranks.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, get_worker_info
+
+from dekr.data.dataset import CocoKeypointDataset, load_coco_json
+from dekr.data.spec import KeypointSpec, load_spec
+from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
+from dekr.data.targets import TargetConfig, build_targets_torch
+from dekr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentationConfig
+
+log = logging.getLogger(__name__)
+
+# Default file layout per dataset kind, relative to ``root``: (annotation json, image folder).
+LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
+    "coco": {"train": ("annotations/person_keypoints_train2017.json", "images/train2017"),
+             "val": ("annotations/person_keypoints_val2017.json", "images/val2017"),
+             "test": ("annotations/person_keypoints_val2017.json", "images/val2017")},
+    # the official DEKR layout: json/crowdpose_{trainval,test}.json + images/; evaluated on test
+    "crowdpose": {"train": ("json/crowdpose_trainval.json", "images"),
+                  "val": ("json/crowdpose_test.json", "images"),
+                  "test": ("json/crowdpose_test.json", "images")},
+    "custom": {"train": ("annotations/train.json", "images"),
+               "val": ("annotations/val.json", "images"),
+               "test": ("annotations/val.json", "images")},
+}
+DEFAULT_SPEC = {"coco": "coco", "crowdpose": "crowdpose", "custom": "coco", "synthetic": "coco"}
+
+
+@dataclass
+class SplitPaths:
+    """Annotation json and image folder of one split; relative paths are taken under ``root``."""
+
+    annotations: str | None = None
+    images: str | None = None
+
+
+def _worker_init_fn(worker_id: int) -> None:
+    info = get_worker_info()
+    if info is None:
+        return
+    dataset = info.dataset
+    rank = getattr(dataset, "global_rank", 0)
+    seq = np.random.SeedSequence([torch.initial_seed() % 2 ** 63, int(rank), int(worker_id)])
+    seed = int(seq.generate_state(1, dtype=np.uint64)[0] % 2 ** 63)
+    np.random.seed(seed % 2 ** 32)
+    if hasattr(dataset, "reseed"):
+        dataset.reseed(seed)
+
+
+def collate_train(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack training samples; pad per-sample keypoint arrays (GPU-target mode) to the batch max."""
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        if key == "joints":
+            p = max(s["joints"].shape[0] for s in samples)
+            j = samples[0]["joints"].shape[1]
+            joints = torch.zeros((len(samples), p, j, 3), dtype=torch.float64)
+            area = torch.ones((len(samples), p), dtype=torch.float64)
+            for i, s in enumerate(samples):
+                joints[i, : len(s["joints"])] = s["joints"]
+                area[i, : len(s["area"])] = s["area"]
+            batch["joints"], batch["area"] = joints, area
+        elif key == "area":
+            continue
+        else:
+            batch[key] = torch.stack([s[key] for s in samples])
+    return batch
+
+
+def collate_eval(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep variable-size validation images as a list of numpy arrays."""
+    return {key: [s[key] for s in samples] for key in samples[0]}
+
+
+class DEKRDataModule(LightningDataModule):
+    """Data for DEKR training and evaluation.
+
+    Args:
+        dataset: ``coco``, ``crowdpose``, ``custom`` (any COCO-format keypoint data + a spec) or
+            ``synthetic`` (generated, no files).
+        root: dataset folder; the split paths below are relative to it.
+        spec: keypoint spec name (``configs/datasets/<name>.yaml``) or path; default per dataset.
+        train_split, val_split, test_split: override the default layout (``LAYOUTS``).
+        input_size: S, the square training input (512 for W32, 640 for W48).
+        output_size: R, the target map size; default S / 4.
+        batch_size: training images per device.
+        val_batch_size: evaluation images per device (a list of original images per batch).
+        num_workers, pin_memory, persistent_workers: DataLoader settings.
+        augmentation: random affine / flip / pixel transforms (official defaults).
+        targets: heatmap and offset parameters (official defaults).
+        official_quirks: reproduce the official code's quirks (see ``dataset.py``, ``targets.py``).
+        gpu_targets: build the target maps on the device in ``on_after_batch_transfer``.
+        min_center_area: persons with smaller COCO ``area`` get no centre.
+        on_bad_sample: ``error`` or ``skip`` (logged) for bad images / annotations.
+        synthetic: size and seed of the synthetic data (``dataset: synthetic``).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        root: str = "data/coco",
+        spec: str | None = None,
+        train_split: SplitPaths | None = None,
+        val_split: SplitPaths | None = None,
+        test_split: SplitPaths | None = None,
+        input_size: int = 512,
+        output_size: int | None = None,
+        batch_size: int = 10,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        augmentation: AugmentationConfig | None = None,
+        targets: TargetConfig | None = None,
+        official_quirks: bool = False,
+        gpu_targets: bool = False,
+        min_center_area: float = 1024.0,
+        on_bad_sample: str = "error",
+        synthetic: SyntheticConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in ("coco", "crowdpose", "custom", "synthetic"):
+            raise ValueError(f"dataset must be coco, crowdpose, custom or synthetic, got {dataset!r}")
+        if input_size % 4 != 0 and output_size is None:
+            raise ValueError(f"input_size {input_size} is not a multiple of 4; set output_size")
+        self.dataset_kind = dataset
+        self.root = Path(root)
+        self.spec_name = spec or DEFAULT_SPEC[dataset]
+        self.splits = {"train": train_split or SplitPaths(), "val": val_split or SplitPaths(),
+                       "test": test_split or SplitPaths()}
+        self.input_size = int(input_size)
+        self.output_size = int(output_size) if output_size else self.input_size // 4
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.augmentation = augmentation or AugmentationConfig()
+        self.targets = copy.copy(targets) if targets is not None else TargetConfig()
+        if official_quirks:
+            self.targets.official_quirks = True
+        self.official_quirks = official_quirks
+        self.gpu_targets = gpu_targets
+        self.min_center_area = min_center_area
+        self.on_bad_sample = on_bad_sample
+        self.synthetic = synthetic or SyntheticConfig()
+        self._spec: KeypointSpec | None = None
+        self._datasets: dict[str, CocoKeypointDataset] = {}
+        self._coco: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ public attributes
+    @property
+    def spec(self) -> KeypointSpec:
+        if self._spec is None:
+            self._spec = load_spec(self.spec_name)
+        return self._spec
+
+    @property
+    def val_ground_truth(self) -> dict[str, Any]:
+        """COCO-format ground truth (dict) of the validation split, restricted to the kept images."""
+        return self.ground_truth("val")
+
+    @property
+    def test_ground_truth(self) -> dict[str, Any]:
+        return self.ground_truth("test")
+
+    def ground_truth(self, split: str) -> dict[str, Any]:
+        dataset = self.dataset(split)
+        return dataset.ground_truth(self._coco[split])
+
+    # ------------------------------------------------------------------ datasets
+    def split_paths(self, split: str) -> tuple[Path, Path]:
+        """(annotation json, image folder) of a split for file-backed datasets."""
+        kind = "custom" if self.dataset_kind == "synthetic" else self.dataset_kind
+        default_ann, default_img = LAYOUTS[kind][split]
+        if self.dataset_kind == "synthetic":
+            default_ann = f"annotations/person_keypoints_{split}.json"
+            default_img = "images"
+        paths = self.splits[split]
+        ann = Path(paths.annotations or default_ann)
+        img = Path(paths.images or default_img)
+        base = self.root if self.dataset_kind != "synthetic" else Path(self.synthetic.cache_dir)
+        return (ann if ann.is_absolute() else base / ann), (img if img.is_absolute() else base / img)
+
+    def dataset(self, split: str) -> CocoKeypointDataset:
+        """The dataset of ``train``, ``val`` or ``test`` (built once, on first use)."""
+        if split not in self._datasets:
+            self._datasets[split] = self._build(split)
+        return self._datasets[split]
+
+    def _build(self, split: str) -> CocoKeypointDataset:
+        image_loader = None
+        synthetic_split = "train" if split == "train" else "val"
+        if self.dataset_kind == "synthetic" and not self.synthetic.cache_dir:
+            data = SyntheticKeypoints(synthetic_split, self.synthetic)
+            coco, image_dir, image_loader = data.coco, None, data.render
+        else:
+            if self.dataset_kind == "synthetic":
+                write_synthetic_coco(self.synthetic.cache_dir, self.synthetic, splits=(synthetic_split,))
+                ann_path = Path(self.synthetic.cache_dir) / "annotations" / f"person_keypoints_{synthetic_split}.json"
+                image_dir = Path(self.synthetic.cache_dir) / "images"
+            else:
+                ann_path, image_dir = self.split_paths(split)
+            coco = load_coco_json(ann_path)
+        self._coco[split] = coco
+        ds = CocoKeypointDataset(
+            coco, image_dir, self.spec, train=split == "train", input_size=self.input_size,
+            output_size=self.output_size, augmentation=self.augmentation, targets=self.targets,
+            official_quirks=self.official_quirks, min_center_area=self.min_center_area,
+            gpu_targets=self.gpu_targets, on_bad_sample=self.on_bad_sample, image_loader=image_loader)
+        if isinstance(coco, dict) and image_loader is None:
+            ds.source = str(ann_path)
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.dataset("train")
+            self.dataset("val")
+        if stage == "validate":
+            self.dataset("val")
+        if stage in ("test", "predict"):
+            self.dataset("test")
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        for ds in self._datasets.values():
+            ds.global_rank = rank
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset, batch_size: int, shuffle: bool, collate, drop_last: bool) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=collate, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and workers > 0,
+                          worker_init_fn=_worker_init_fn, drop_last=drop_last)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train")
+        drop_last = len(ds) >= self.batch_size
+        return self._loader(ds, self.batch_size, True, collate_train, drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.val_batch_size, False, collate_eval, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.val_batch_size, False, collate_eval, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # ------------------------------------------------------------------ GPU targets
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "joints" in batch:
+            batch = dict(batch)
+            joints, area, mask = batch.pop("joints"), batch.pop("area"), batch.pop("mask")
+            batch.update(build_targets_torch(joints, area, mask, self.output_size, self.targets))
+            batch["image"] = normalize_batch(batch["image"])
+        return batch
+
+
+def normalize_batch(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 RGB -> float32 ImageNet-normalised, on the images' device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.to(torch.float32) / 255.0 - mean) / std

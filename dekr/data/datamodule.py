@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,8 @@ class DEKRDataModule(LightningDataModule):
         super().__init__()
         if dataset not in ("coco", "crowdpose", "custom", "synthetic"):
             raise ValueError(f"dataset must be coco, crowdpose, custom or synthetic, got {dataset!r}")
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         if input_size % 4 != 0 and output_size is None:
             raise ValueError(f"input_size {input_size} is not a multiple of 4; set output_size")
         self.dataset_kind = dataset

@@ -81,15 +81,14 @@ def read_image_rgb(path: str | Path, check_truncated: bool = True) -> np.ndarray
         raise DataError(f"cannot read image file {path}: {err}") from err
     if data.size == 0:
         raise DataError(f"image file is empty: {path}")
+    if check_truncated and data.size > 2 and data[0] == 0xFF and data[1] == 0xD8:
+        # OpenCV may decode a truncated JPEG with a grey bottom and only a stderr warning: check the
+        # end-of-image marker (allowing some trailing padding after it).
+        if b"\xff\xd9" not in data[-4096:].tobytes():
+            raise DataError(f"image file {path} is a truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, _IMREAD_FLAGS)
     if image is None:
         raise DataError(f"cannot decode image file {path} (unreadable or not an image)")
-    if check_truncated and data[0] == 0xFF and data[1] == 0xD8:
-        # OpenCV decodes a truncated JPEG with a grey bottom and only a stderr warning: check the
-        # end-of-image marker (allowing some trailing padding after it).
-        tail = data[-4096:].tobytes()
-        if b"\xff\xd9" not in tail:
-            raise DataError(f"image file {path} is a truncated JPEG (no end-of-image marker)")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

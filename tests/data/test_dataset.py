@@ -1,0 +1,276 @@
+"""COCO-format dataset semantics on real annotations, and bad-input handling."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from dekr.data.dataset import CocoKeypointDataset, DataError, read_image_rgb
+from dekr.data.spec import load_spec
+
+COCO = load_spec("coco")
+CROWDPOSE = load_spec("crowdpose")
+
+
+def _minicoco(fixtures_dir, split="train", **kw):
+    root = fixtures_dir / "coco_minicoco"
+    return CocoKeypointDataset(root / f"annotations/person_keypoints_{split}2017.json", root / f"images/{split}2017",
+                               COCO, train=split == "train", **kw)
+
+
+def test_training_images_have_annotations(fixtures_dir):
+    ds = _minicoco(fixtures_dir)
+    with open(fixtures_dir / "coco_minicoco/annotations/person_keypoints_train2017.json") as f:
+        coco = json.load(f)
+    annotated = {a["image_id"] for a in coco["annotations"]}
+    assert set(ds.image_ids.tolist()) == annotated
+    assert len(ds) == 19  # 30 images, 11 without a person
+
+
+def test_validation_keeps_every_image_with_metadata(fixtures_dir):
+    ds = _minicoco(fixtures_dir, "val")
+    assert len(ds) == 30
+    sample = ds[0]
+    assert sample["image"].dtype == np.uint8 and sample["image"].ndim == 3
+    assert sample["orig_size"] == sample["image"].shape[:2]
+    assert isinstance(sample["image_id"], int) and sample["file_name"].endswith(".jpg")
+
+
+def test_persons_centres_and_small_person_filter(fixtures_dir):
+    ds = _minicoco(fixtures_dir)
+    with open(fixtures_dir / "coco_minicoco/annotations/person_keypoints_train2017.json") as f:
+        coco = json.load(f)
+    checked_centre = 0
+    for i, image_id in enumerate(ds.image_ids):
+        anns = [a for a in coco["annotations"] if a["image_id"] == image_id and a["num_keypoints"] > 0]
+        joints, area = ds.persons(i)
+        assert len(joints) == len(anns)  # persons without keypoints are only in the ignore mask
+        for person, ann in zip(joints, anns):
+            kp = np.asarray(ann["keypoints"], float).reshape(17, 3)
+            np.testing.assert_array_equal(person[:17], kp)
+            assert ann["area"] >= 32 ** 2
+            np.testing.assert_allclose(person[17, :2], kp[kp[:, 2] > 0, :2].mean(0))
+            assert person[17, 2] == 1
+            checked_centre += 1
+        assert np.all(area >= 1024)
+    assert checked_centre > 0
+
+
+def test_small_person_gets_no_centre(fixtures_dir):
+    with open(fixtures_dir / "coco/test_coco.json") as f:
+        coco = json.load(f)
+    ann = next(a for a in coco["annotations"] if a["num_keypoints"] > 0)
+    ann["area"] = 1000.0  # < 32^2 (no real fixture person with keypoints is that small)
+    ds = CocoKeypointDataset(coco, fixtures_dir / "coco", COCO, train=True)
+    i = int(np.nonzero(ds.image_ids == ann["image_id"])[0][0])
+    anns = [a for a in coco["annotations"] if a["image_id"] == ann["image_id"] and a["num_keypoints"] > 0]
+    joints, _ = ds.persons(i)
+    person = joints[[a["id"] for a in anns].index(ann["id"])]
+    assert person[17, 2] == 0 and (person[:17, 2] > 0).sum() == ann["num_keypoints"]
+
+
+def test_ignore_mask_from_crowd_rle_and_unlabelled_polygons(fixtures_dir):
+    from pycocotools import mask as mask_utils
+
+    ds = _minicoco(fixtures_dir)
+    with open(fixtures_dir / "coco_minicoco/annotations/person_keypoints_train2017.json") as f:
+        coco = json.load(f)
+    for i, image_id in enumerate(ds.image_ids):
+        info = next(im for im in coco["images"] if im["id"] == image_id)
+        h, w = info["height"], info["width"]
+        expected = np.zeros((h, w), bool)
+        for a in coco["annotations"]:
+            if a["image_id"] == image_id and (a["iscrowd"] or a["num_keypoints"] == 0):
+                rles = mask_utils.frPyObjects(a["segmentation"], h, w)
+                for rle in rles if isinstance(rles, list) else [rles]:
+                    expected |= mask_utils.decode(rle).astype(bool)
+        np.testing.assert_array_equal(ds.keep_mask(i) == 0, expected)
+    crowd = int(np.nonzero(ds.image_ids == 34246)[0][0])
+    assert (ds.keep_mask(crowd) == 0).sum() > 1000
+
+
+def test_crowdpose_box_mask_and_quirks(fixtures_dir):
+    root = fixtures_dir / "crowdpose"
+    ds = CocoKeypointDataset(root / "test_crowdpose.json", root, CROWDPOSE, train=True)
+    quirk = CocoKeypointDataset(root / "test_crowdpose.json", root, CROWDPOSE, train=True, official_quirks=True)
+    with open(root / "test_crowdpose.json") as f:
+        coco = json.load(f)
+    unlabelled = [a for a in coco["annotations"] if a["num_keypoints"] == 0]
+    assert unlabelled
+    a = unlabelled[0]
+    i = int(np.nonzero(ds.image_ids == a["image_id"])[0][0])
+    x, y, w, h = a["bbox"]
+    keep = ds.keep_mask(i)
+    assert keep[int(y + h / 2), int(x + w / 2)] == 0  # box region ignored (no segmentation in CrowdPose)
+    assert quirk.keep_mask(i).min() == 1  # official: no ignore region at all
+    # CrowdPose has no `area`: every person with keypoints gets a centre (no small-person filter)
+    joints, _ = ds.persons(i)
+    assert np.all(joints[:, -1, 2] == 1)
+
+
+def test_official_quirk_centre_and_area(fixtures_dir):
+    ds = _minicoco(fixtures_dir, official_quirks=True)
+    with open(fixtures_dir / "coco_minicoco/annotations/person_keypoints_train2017.json") as f:
+        coco = json.load(f)
+    found = False
+    for i, image_id in enumerate(ds.image_ids):
+        anns = [a for a in coco["annotations"] if a["image_id"] == image_id
+                and (a["iscrowd"] == 0 or a["num_keypoints"] > 0)]
+        joints, area = ds.persons(i)
+        assert len(joints) == len(anns)
+        for person, a, ann in zip(joints, area, anns):
+            kp = np.asarray(ann["keypoints"], float).reshape(17, 3)
+            xs, ys = np.append(kp[:, 0], 0), np.append(kp[:, 1], 0)
+            assert a == pytest.approx((xs.max() - xs.min()) ** 2 + (ys.max() - ys.min()) ** 2)
+            if ann["num_keypoints"] == 0 and ann["area"] >= 1024:
+                assert person[17].tolist() == [0.0, 0.0, 1.0]  # official: a centre at image (0, 0)
+                found = True
+    assert found
+
+
+def test_training_sample_contract(fixtures_dir):
+    ds = _minicoco(fixtures_dir, input_size=256)
+    ds.reseed(0)
+    s = ds[0]
+    assert s["image"].shape == (3, 256, 256) and s["image"].dtype.is_floating_point
+    assert s["heatmap"].shape == (18, 64, 64) and s["heatmap_weight"].shape == (18, 64, 64)
+    assert s["offset"].shape == (34, 64, 64) and s["offset_weight"].shape == (34, 64, 64)
+    assert s["image_id"].dtype.is_floating_point is False
+    ds.reseed(0)
+    again = ds[0]
+    for key in s:
+        assert (s[key] == again[key]).all(), key
+
+
+def test_read_image_rgb_is_rgb(fixtures_dir, tmp_path):
+    import cv2
+
+    path = tmp_path / "red.png"
+    img = np.zeros((4, 5, 3), np.uint8)
+    img[..., 2] = 255  # BGR red
+    cv2.imwrite(str(path), img)
+    rgb = read_image_rgb(path)
+    assert rgb.shape == (4, 5, 3) and rgb[0, 0].tolist() == [255, 0, 0]
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.fixture
+def small_coco(fixtures_dir, tmp_path):
+    """A writable copy of fixtures/coco (4 images + json)."""
+    dst = tmp_path / "coco"
+    shutil.copytree(fixtures_dir / "coco", dst)
+    with open(dst / "test_coco.json") as f:
+        data = json.load(f)
+    return dst, data
+
+
+def _write(dst, data):
+    path = dst / "ann.json"
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+def _first_person(data):
+    return next(a for a in data["annotations"] if a["num_keypoints"] > 0)
+
+
+def test_missing_image_file(small_coco):
+    dst, data = small_coco
+    name = data["images"][0]["file_name"]
+    (dst / name).unlink()
+    ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=False)
+    index = ds.file_names.tolist().index(name)
+    with pytest.raises(DataError, match=f"not found.*{name}"):
+        ds[index]
+
+
+def test_unreadable_image(small_coco):
+    dst, data = small_coco
+    name = data["images"][1]["file_name"]
+    (dst / name).write_bytes(b"this is not a jpeg")
+    ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=False)
+    with pytest.raises(DataError, match=f"cannot decode.*{name}"):
+        ds[ds.file_names.tolist().index(name)]
+
+
+def test_truncated_jpeg(small_coco):
+    dst, data = small_coco
+    name = data["images"][2]["file_name"]
+    raw = (dst / name).read_bytes()
+    (dst / name).write_bytes(raw[: len(raw) // 2])
+    ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+    with pytest.raises(DataError, match=f"{name}.*truncated"):
+        ds[ds.file_names.tolist().index(name)]
+
+
+def test_image_size_not_matching_json(small_coco):
+    dst, data = small_coco
+    data["images"][0]["width"] += 7
+    name = data["images"][0]["file_name"]
+    ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=False)
+    with pytest.raises(DataError, match=f"{name}.*says"):
+        ds[ds.file_names.tolist().index(name)]
+
+
+def test_wrong_number_of_keypoints(small_coco):
+    dst, data = small_coco
+    ann = _first_person(data)
+    ann["keypoints"] = ann["keypoints"][:-3]
+    with pytest.raises(DataError, match=f"annotation id {ann['id']}.*48 keypoint values, expected 51"):
+        CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+    # the CrowdPose spec on COCO data: the category's keypoint list does not match
+    with pytest.raises(DataError, match="17 keypoints but spec 'crowdpose' has 14"):
+        CocoKeypointDataset(dst / "test_coco.json", dst, CROWDPOSE, train=True)
+
+
+@pytest.mark.parametrize("bad", ["negative", "nan"])
+def test_negative_or_nan_coordinates(small_coco, bad):
+    dst, data = small_coco
+    ann = _first_person(data)
+    j = next(i for i in range(17) if ann["keypoints"][3 * i + 2] > 0)
+    ann["keypoints"][3 * j] = -5.0 if bad == "negative" else float("nan")
+    match = "negative keypoint coordinates" if bad == "negative" else "NaN"
+    with pytest.raises(DataError, match=f"annotation id {ann['id']}.*{match}"):
+        CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+
+
+def test_empty_annotation_list(small_coco):
+    dst, data = small_coco
+    data["annotations"] = []
+    path = _write(dst, data)
+    with pytest.raises(DataError, match="no image with annotations to train on"):
+        CocoKeypointDataset(path, dst, COCO, train=True)
+    val = CocoKeypointDataset(path, dst, COCO, train=False)  # evaluation on person-free images is fine
+    assert len(val) == 4
+
+
+def test_skip_mode_logs_and_drops(small_coco, caplog):
+    dst, data = small_coco
+    ann = _first_person(data)
+    ann["keypoints"] = ann["keypoints"][:-3]
+    bad_image = ann["image_id"]
+    missing = next(im for im in data["images"] if im["id"] != bad_image)
+    (dst / missing["file_name"]).unlink()
+    with caplog.at_level(logging.WARNING):
+        ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=True, on_bad_sample="skip")
+    assert bad_image not in ds.image_ids.tolist()
+    assert any(f"annotation id {ann['id']}" in r.message for r in caplog.records)
+    assert bad_image not in {im["id"] for im in ds.ground_truth(data)["images"]}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ids = {int(ds[i]["image_id"]) for i in range(len(ds))}
+    assert missing["id"] not in ids  # replaced by another image, with a warning naming the file
+    assert any(missing["file_name"] in r.message for r in caplog.records)
+
+
+def test_unknown_image_id_and_missing_json(small_coco, tmp_path):
+    dst, data = small_coco
+    data["annotations"][0]["image_id"] = 123456789
+    with pytest.raises(DataError, match="unknown image id 123456789"):
+        CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+    with pytest.raises(DataError, match="annotation file not found"):
+        CocoKeypointDataset(tmp_path / "nope.json", dst, COCO, train=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
@@ -76,6 +77,7 @@ def _worker_init_fn(worker_id: int) -> None:
     seq = np.random.SeedSequence([torch.initial_seed() % 2 ** 63, int(rank), int(worker_id)])
     seed = int(seq.generate_state(1, dtype=np.uint64)[0] % 2 ** 63)
     np.random.seed(seed % 2 ** 32)
+    cv2.setNumThreads(1)  # one core per worker: OpenCV's own thread pool would oversubscribe the CPU
     if hasattr(dataset, "reseed"):
         dataset.reseed(seed)
 

@@ -169,6 +169,7 @@ class CocoKeypointDataset(Dataset):
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
         self.skipped: list[str] = []
+        self._rle_cache: dict[int, dict[str, Any]] = {}
         self._index(coco)
 
     # ------------------------------------------------------------------ parsing and validation
@@ -365,20 +366,30 @@ class CocoKeypointDataset(Dataset):
         regions = self._ignore.get(index)
         if not regions:
             return np.ones((h, w), dtype=np.uint8)
+        rle = self._rle_cache.get(index)
+        if rle is None:
+            rle = self._merged_rle(regions, h, w)
+            self._rle_cache[index] = rle  # small (run lengths), saves ~1 ms per sample on polygons
         from pycocotools import mask as mask_utils
 
-        ignore = np.zeros((h, w), dtype=bool)
+        return np.ascontiguousarray(1 - mask_utils.decode(rle))
+
+    @staticmethod
+    def _merged_rle(regions: list[Any], h: int, w: int) -> dict[str, Any]:
+        """Union of segmentations (polygons, uncompressed or compressed RLE) as one RLE."""
+        from pycocotools import mask as mask_utils
+
+        rles = []
         for seg in regions:
             if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
                 rle = dict(seg)
                 if isinstance(rle["counts"], str):
                     rle["counts"] = rle["counts"].encode()
+                rles.append(rle)
             else:
                 rle = mask_utils.frPyObjects(seg, h, w)
-                if isinstance(rle, list):
-                    rle = mask_utils.merge(rle)
-            ignore |= mask_utils.decode(rle).astype(bool)
-        return (~ignore).astype(np.uint8)
+                rles.extend(rle if isinstance(rle, list) else [rle])
+        return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.on_bad_sample == "error":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, seed_everything
+from lightning.pytorch import LightningDataModule, LightningModule, seed_everything
 
 from dekr.data.datamodule import DEKRDataModule, SplitPaths
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
@@ -258,3 +258,42 @@ def test_bad_arguments():
         DEKRDataModule(dataset="imagenet")
     with pytest.raises(ValueError, match="on_bad_sample"):
         _dm(on_bad_sample="ignore").setup("fit")
+
+
+class RecordIds(LightningModule):
+    """A minimal LightningModule that writes the image ids each rank trains on."""
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self.out_dir = out_dir
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.ids = []
+
+    def training_step(self, batch, batch_idx):
+        self.ids += batch["image_id"].tolist()
+        assert batch["heatmap"].shape[1] == 18
+        return (self.weight * batch["heatmap"].mean()).sum() + self.weight.pow(2).sum()
+
+    def on_train_epoch_end(self):
+        with open(f"{self.out_dir}/rank{self.global_rank}_epoch{self.current_epoch}.json", "w") as f:
+            json.dump(self.ids, f)
+        self.ids = []
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_train_on_distinct_shards(tmp_path):
+    """Two CPU processes (ddp_spawn): Lightning's automatic DistributedSampler shards our loader."""
+    import lightning.pytorch as pl
+
+    dm = _dm(batch_size=2, synthetic=SyntheticConfig(num_train=12, num_val=2, image_size=64, seed=2))
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0)
+    trainer.fit(RecordIds(str(tmp_path)), datamodule=dm)
+    for epoch in range(2):
+        ids = [set(json.loads((tmp_path / f"rank{r}_epoch{epoch}.json").read_text())) for r in range(2)]
+        assert ids[0] and ids[1] and not ids[0] & ids[1]
+        assert len(ids[0] | ids[1]) == 12

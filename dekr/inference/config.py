@@ -1,0 +1,107 @@
+"""Test-time decoding options, with the official DEKR test values as per-dataset defaults."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from dekr.data.spec import KeypointSpec, load_spec
+
+# Official test configs (experiments/<dataset>/w32/*.yaml): NMS_THRE, NMS_NUM_THRE, DECREASE.
+OFFICIAL_TEST_NMS: dict[str, dict[str, float]] = {
+    "coco": {"nms_thre": 0.05, "nms_num_thre": 8, "decrease": 0.9},
+    "crowdpose": {"nms_thre": 0.05, "nms_num_thre": 7, "decrease": 0.8},
+}
+
+
+@dataclass
+class DecodeConfig:
+    """Everything between the network outputs and the final poses.
+
+    Attributes:
+        input_size: short side of the test input (512 for W32, 640 for W48); long side aligned to 64.
+        output_stride: input / output resolution of the heads (4).
+        scales: test scale factors (single-scale ``(1,)``; the official multi-scale ``(2, 1, 0.5)``);
+            must contain 1.
+        flip_test: also run the horizontally flipped image and average.
+        flip_shift_quirk: official: the flipped image is shifted left by 3 input pixels
+            (``output_stride - 1``) before the forward pass, which aligns the flipped output grid
+            with the unflipped one under the network's "output pixel i = input pixel 4i"
+            convention. Without it the poses are flipped back exactly in continuous coordinates
+            and the flipped heatmaps are 3/4 of an output pixel off.
+        max_num_people: top-k centers per scale and the cap after pose NMS (official 30).
+        keypoint_threshold: minimum center heatmap score of a proposal (official 0.01).
+        pool_thresholds: center max-pool kernel 7 when (h+w)/2 of the map > first, 5 when > second,
+            else 3 (official 300, 200).
+        nms_thre, nms_num_thre: two poses overlap when more than ``nms_num_thre`` keypoints lie
+            closer than ``nms_thre * sqrt(area)`` (area of the first pose's keypoint extent, w^2 + h^2).
+        decrease: multi-scale: scores of the other scales are rescaled to scale 1's max times this.
+        match_heatmap: move each keypoint to the nearest heatmap peak within ``max_absorb_distance``
+            (official MATCH_HMP, absorb step; the official Gaussian-fit refinement is not done).
+        max_absorb_distance: in input pixels at scale 1 (official 75).
+        rescore: path of a rescoring-net checkpoint (ours or official ``final_rescore_*.pth``); None: off.
+        batch_size: images per forward pass in :func:`dekr.inference.predict_poses`.
+        pad_batch: pad the images of a batch to a common input shape (one forward per batch, faster on
+            GPU; outputs near the padded border differ slightly) instead of grouping equal shapes.
+        autocast_dtype: ``"bfloat16"`` / ``"float16"`` runs the network under autocast; None: float32.
+    """
+
+    input_size: int = 512
+    output_stride: int = 4
+    scales: tuple[float, ...] = (1.0,)
+    flip_test: bool = True
+    flip_shift_quirk: bool = True
+    max_num_people: int = 30
+    keypoint_threshold: float = 0.01
+    pool_thresholds: tuple[float, float] = (300.0, 200.0)
+    nms_thre: float = 0.15
+    nms_num_thre: int = 10
+    decrease: float = 1.0
+    match_heatmap: bool = False
+    max_absorb_distance: float = 75.0
+    rescore: str | None = None
+    batch_size: int = 8
+    pad_batch: bool = False
+    autocast_dtype: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(float(s) for s in self.scales)
+        self.pool_thresholds = tuple(float(t) for t in self.pool_thresholds)  # type: ignore[assignment]
+        if 1.0 not in self.scales:
+            raise ValueError(f"scales must contain 1 (the reference scale of multi-scale testing), got {self.scales}")
+        if any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive, got {self.scales}")
+        if self.max_num_people < 1:
+            raise ValueError(f"max_num_people must be >= 1, got {self.max_num_people}")
+        if self.input_size % 64:
+            raise ValueError(f"input_size must be a multiple of 64, got {self.input_size}")
+        if self.autocast_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
+
+    @property
+    def flip_shift(self) -> int:
+        """Input pixels the flipped image is shifted left by (official: output_stride - 1)."""
+        return self.output_stride - 1 if self.flip_shift_quirk else 0
+
+    @classmethod
+    def for_dataset(cls, spec: KeypointSpec | str, **overrides: Any) -> "DecodeConfig":
+        """Official test defaults for ``spec`` (COCO, CrowdPose), then ``overrides``.
+
+        Another skeleton gets the COCO values with ``nms_num_thre = K // 2`` (8 for COCO's 17
+        keypoints, 7 for CrowdPose's 14: the official values follow this rule).
+        """
+        spec = spec if isinstance(spec, KeypointSpec) else load_spec(spec)
+        defaults = dict(OFFICIAL_TEST_NMS.get(spec.name, {**OFFICIAL_TEST_NMS["coco"],
+                                                          "nms_num_thre": spec.num_keypoints // 2}))
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown decode option(s) {sorted(unknown)}; known: {sorted(known)}")
+        defaults.update(overrides)
+        return cls(**defaults)
+
+    def replace(self, **changes: Any) -> "DecodeConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -180,31 +180,54 @@ class _Backend:
 
             self.coco_gt = COCO(gt, print_function=lambda *a, **k: None)
 
-    def evaluate(self, results: list[dict[str, Any]], image_ids: Sequence[int], category_id: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """Run evaluate + accumulate on ``image_ids``; returns precision, recall, iouThrs, area labels."""
+    def evaluate(self, results: list[dict[str, Any]], image_ids: Sequence[int], category_id: int,
+                 splits: Sequence[Sequence[int]] = ()) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        """Evaluate + accumulate on ``image_ids``, then on each subset in ``splits``.
+
+        Returns (precision, recall, iouThrs, area labels) for the full set, then per split. The
+        faster backend reuses the OKS matrices of the full evaluation for the splits.
+        """
         quiet = lambda *a, **k: None  # noqa: E731
+        # loadRes adds area/bbox/id to the dicts it gets: hand it shallow copies.
+        results = [dict(r) for r in results]
+        out = []
         if self.name == "pycocotools":
             from pycocotools.cocoeval import COCOeval
 
             with contextlib.redirect_stdout(io.StringIO()):
                 coco_dt = self.coco_gt.loadRes(results)
-                ev = COCOeval(self.coco_gt, coco_dt, "keypoints")
-                ev.params.kpt_oks_sigmas = self.sigmas
-                ev.params.imgIds = list(image_ids)
-                ev.params.catIds = [category_id]
-                ev.evaluate()
-                ev.accumulate()
-        else:
-            from faster_coco_eval import COCOeval_faster
+                for ids in (image_ids, *splits):
+                    ev = COCOeval(self.coco_gt, coco_dt, "keypoints")
+                    ev.params.kpt_oks_sigmas = self.sigmas
+                    ev.params.imgIds = sorted(ids)
+                    ev.params.catIds = [category_id]
+                    ev.evaluate()
+                    ev.accumulate()
+                    out.append(self._arrays(ev))
+            return out
+        import faster_coco_eval.faster_eval_api_cpp as _C
+        from faster_coco_eval import COCOeval_faster
 
-            coco_dt = self.coco_gt.loadRes(results)
-            ev = COCOeval_faster(self.coco_gt, coco_dt, "keypoints", print_function=quiet,
-                                 kpt_oks_sigmas=list(self.sigmas))
-            ev.params.imgIds = list(image_ids)
-            ev.params.catIds = [category_id]
-            ev.evaluate()
-            ev.accumulate()
+        coco_dt = self.coco_gt.loadRes(results)
+        ev = COCOeval_faster(self.coco_gt, coco_dt, "keypoints", print_function=quiet, kpt_oks_sigmas=list(self.sigmas))
+        ev.params.imgIds = sorted(image_ids)
+        ev.params.catIds = [category_id]
+        ev.evaluate()
+        ev.accumulate()
+        out.append(self._arrays(ev))
+        for ids in splits:
+            # Same C++ evaluate+accumulate as COCOeval_faster.evaluate, on the subset's cached OKS.
+            params = copy.deepcopy(ev._paramsEval)
+            params.imgIds = sorted(ids)
+            ious = [[ev.ious[img, category_id]] for img in params.imgIds]
+            ev.eval = _C.COCOevalEvaluateAccumulate(params, ious, ev.gt_dataset, ev.dt_dataset, params.imgIds,
+                                                    params.catIds, bool(params.useCats))
+            ev.params = params
+            out.append(self._arrays(ev))
+        return out
+
+    @staticmethod
+    def _arrays(ev: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         return (np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]), np.asarray(ev.params.iouThrs),
                 list(ev.params.areaRngLbl))
 
@@ -220,16 +243,16 @@ def evaluate_results(results: list[dict[str, Any]], backend: _Backend, gt: dict[
     if not results or not image_ids:
         log.warning("OKS-AP: no predictions to evaluate; every metric is 0")
         return {k: 0.0 for k in keys}
-    precision, recall, thrs, areas = backend.evaluate(copy.deepcopy(results), image_ids, category_id)
+    names = ("AP_easy", "AP_medium", "AP_hard")
+    splits = crowd_splits(gt, image_ids) if crowd else ()
+    evaluated = backend.evaluate(results, image_ids, category_id, [s for s in splits if s])
+    precision, recall, thrs, areas = evaluated[0]
     out = summarize(precision, recall, thrs, areas, crowd)
     if crowd:
-        for name, split in zip(("AP_easy", "AP_medium", "AP_hard"), crowd_splits(gt, image_ids)):
-            if not split:
-                out[name] = -1.0
-                continue
-            precision, _, _, _ = backend.evaluate(copy.deepcopy(results), split, category_id)
+        rest = iter(evaluated[1:])
+        for name, split in zip(names, splits):
             # CrowdPose evaluator: plain mean over the 'all' area slice, -1 entries included.
-            out[name] = float(np.mean(precision[:, :, :, 0, :]))
+            out[name] = float(np.mean(next(rest)[0][:, :, :, 0, :])) if split else -1.0
     return {k: out[k] for k in keys}
 
 

@@ -1,0 +1,32 @@
+"""scripts/evaluate.py end to end (random-init network: the pipeline, not the accuracy)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import FIXTURES, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,root,extra", [
+    ("w32_crowdpose.yaml", FIXTURES / "crowdpose", ["--val-annotations", "test_crowdpose.json", "--val-images", "."]),
+    ("w32_coco.yaml", FIXTURES / "coco_minicoco", ["--limit", "2"]),
+])
+def test_evaluate_end_to_end(tmp_path, capsys, config, root, extra):
+    import evaluate
+
+    out = tmp_path / "results.json"
+    stats = evaluate.main(["--config", config, "--random-init", "--data-root", str(root), "--input-size", "128",
+                           "--accelerator", "cpu", "--devices", "1", "--batch-size", "4", "--num-workers", "0",
+                           "--out", str(out), *extra])
+    printed = capsys.readouterr().out
+    assert "| model | AP |" in printed
+    assert "AP" in stats and 0.0 <= stats["AP"] <= 1.0
+    results = json.loads(out.read_text())
+    assert isinstance(results, list)
+    if "crowdpose" in config:
+        assert "AP_easy" in stats

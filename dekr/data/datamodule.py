@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
@@ -77,7 +76,8 @@ def _worker_init_fn(worker_id: int) -> None:
     seq = np.random.SeedSequence([torch.initial_seed() % 2 ** 63, int(rank), int(worker_id)])
     seed = int(seq.generate_state(1, dtype=np.uint64)[0] % 2 ** 63)
     np.random.seed(seed % 2 ** 32)
-    cv2.setNumThreads(1)  # one core per worker: OpenCV's own thread pool would oversubscribe the CPU
+    # Deliberately no cv2.setNumThreads() here: called in a forked worker after the parent used
+    # OpenCV's thread pool, it deadlocks (checked with OpenCV 5.0).
     if hasattr(dataset, "reseed"):
         dataset.reseed(seed)
 
@@ -234,7 +234,8 @@ class DEKRDataModule(LightningDataModule):
         else:
             if self.dataset_kind == "synthetic":
                 write_synthetic_coco(self.synthetic.cache_dir, self.synthetic, splits=(synthetic_split,))
-                ann_path = Path(self.synthetic.cache_dir) / "annotations" / f"person_keypoints_{synthetic_split}.json"
+                ann_path = (Path(self.synthetic.cache_dir) / "annotations"
+                            / f"person_keypoints_{synthetic_split}.json")
                 image_dir = Path(self.synthetic.cache_dir) / "images"
             else:
                 ann_path, image_dir = self.split_paths(split)

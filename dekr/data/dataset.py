@@ -210,7 +210,8 @@ class CocoKeypointDataset(Dataset):
                 continue
             image_id = ann.get("image_id")
             if image_id not in image_by_id:
-                self._bad(f"{self.source}: annotation id {ann.get('id')} refers to unknown image id {image_id}")
+                self._bad(f"{self.source}: annotation id {ann.get('id')} refers to unknown "
+                          f"image id {image_id}")
                 continue
             problem = self._check_annotation(ann, image_by_id[image_id], k)
             if problem:
@@ -277,7 +278,8 @@ class CocoKeypointDataset(Dataset):
         if "area" in ann and not (np.isfinite(ann["area"]) and ann["area"] >= 0):
             return f"{where} has an invalid area {ann['area']!r}"
         bbox = ann.get("bbox")
-        if bbox is not None and (len(bbox) != 4 or not np.all(np.isfinite(np.asarray(bbox, dtype=np.float64)))):
+        if bbox is not None and (len(bbox) != 4
+                                 or not np.all(np.isfinite(np.asarray(bbox, dtype=np.float64)))):
             return f"{where} has an invalid bbox {bbox!r}"
         return None
 
@@ -351,7 +353,8 @@ class CocoKeypointDataset(Dataset):
             where = str(path)
         h, w = (int(s) for s in self.sizes[index])
         if image.shape[:2] != (h, w):
-            raise DataError(f"{where} (image id {int(self.image_ids[index])}) is {image.shape[1]}x{image.shape[0]} "
+            raise DataError(f"{where} (image id {int(self.image_ids[index])}) is "
+                            f"{image.shape[1]}x{image.shape[0]} "
                             f"but {self.source} says {w}x{h}")
         return image
 
@@ -427,7 +430,8 @@ class CocoKeypointDataset(Dataset):
             sample["area"] = torch.from_numpy(area_input)
             sample["mask"] = torch.from_numpy(out["mask"])
             return sample
-        targets = build_targets(out["keypoints"], area_input, out["mask"], self.output_size, self.target_config)
+        targets = build_targets(out["keypoints"], area_input, out["mask"], self.output_size,
+                                self.target_config)
         sample["image"] = torch.from_numpy(normalize_image(warped))
         for key, value in targets.items():
             sample[key] = torch.from_numpy(value)

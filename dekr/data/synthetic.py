@@ -79,7 +79,8 @@ def _sample_person(rng: np.random.Generator, w: int, h: int, cfg: SyntheticConfi
     kp[5], kp[6] = neck + side * 0.11 * height, neck - side * 0.11 * height
     kp[11], kp[12] = hip + side * 0.07 * height, hip - side * 0.07 * height
     kp[0] = head - up * 0.01 * height
-    kp[1], kp[2] = head + up * 0.025 * height + side * 0.025 * height, head + up * 0.025 * height - side * 0.025 * height
+    eyes = head + up * 0.025 * height
+    kp[1], kp[2] = eyes + side * 0.025 * height, eyes - side * 0.025 * height
     kp[3], kp[4] = head + side * 0.05 * height, head - side * 0.05 * height
     for sh, el, wr, sdir in ((5, 7, 9, side), (6, 8, 10, -side)):
         a = rng.uniform(-0.3, 2.3)  # 0: hanging down, pi/2: horizontal outwards, more: raised
@@ -108,7 +109,8 @@ def _sample_scene(seed: int, split: str, index: int, cfg: SyntheticConfig):
     occluder = None
     if rng.random() < cfg.occluder_prob:
         x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
-        occluder = (int(x0), int(y0), int(x0 + rng.uniform(0.1, 0.4) * w), int(y0 + rng.uniform(0.05, 0.15) * h))
+        x1, y1 = x0 + rng.uniform(0.1, 0.4) * w, y0 + rng.uniform(0.05, 0.15) * h
+        occluder = (int(x0), int(y0), int(x1), int(y1))
     return w, h, people, occluder
 
 
@@ -129,7 +131,8 @@ def _draw_person(canvas: np.ndarray, person: dict[str, Any], colors: dict[str, t
         cv2.line(canvas, _pts(kp[a]), _pts(kp[b]), col("left" if side == 0 else "right"), t,
                  lineType=cv2.LINE_AA if colors else cv2.LINE_8)
     cv2.line(canvas, _pts((kp[5] + kp[6]) / 2), _pts(person["head"]), col("torso"), t)
-    cv2.ellipse(canvas, _pts(person["head"]), person["head_axes"], person["head_angle"], 0, 360, col("head"), -1)
+    cv2.ellipse(canvas, _pts(person["head"]), person["head_axes"], person["head_angle"], 0, 360,
+                col("head"), -1)
     if colors is not None:
         r = max(1, t // 3)
         cv2.circle(canvas, _pts(kp[0]), r, colors["nose"], -1)
@@ -141,7 +144,8 @@ def _draw_person(canvas: np.ndarray, person: dict[str, Any], colors: dict[str, t
 
 def _person_colors(person: dict[str, Any], rng: np.random.Generator) -> dict[str, tuple]:
     def hsv(h, s, v):
-        rgb = cv2.cvtColor(np.uint8([[[int(h * 179) % 180, int(s * 255), int(v * 255)]]]), cv2.COLOR_HSV2RGB)[0, 0]
+        pixel = np.uint8([[[int(h * 179) % 180, int(s * 255), int(v * 255)]]])
+        rgb = cv2.cvtColor(pixel, cv2.COLOR_HSV2RGB)[0, 0]
         return tuple(int(c) for c in rgb)
 
     warm = rng.uniform(0.0, 0.12)   # reds/oranges for the left side
@@ -161,8 +165,8 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         if rng.random() < 0.5:
-            cv2.rectangle(bg, (x0, y0), (x0 + int(rng.integers(5, w // 3)), y0 + int(rng.integers(5, h // 3))),
-                          color, -1)
+            x1, y1 = x0 + int(rng.integers(5, w // 3)), y0 + int(rng.integers(5, h // 3))
+            cv2.rectangle(bg, (x0, y0), (x1, y1), color, -1)
         else:
             cv2.circle(bg, (x0, y0), int(rng.integers(3, max(4, min(w, h) // 6))), color, -1)
     return bg
@@ -228,7 +232,8 @@ def synthetic_coco(split: str, cfg: SyntheticConfig) -> dict[str, Any]:
     images, annotations = [], []
     base = _SPLITS.get(split, 9) * 1_000_000
     for index in range(num):
-        info, anns = annotate_scene(cfg.seed, split, index, cfg, base + index, base * 10 + len(annotations) + 1)
+        info, anns = annotate_scene(cfg.seed, split, index, cfg, image_id=base + index,
+                                    first_ann_id=base * 10 + len(annotations) + 1)
         images.append(info)
         annotations.extend(anns)
     return {"info": {"description": f"DEKR synthetic keypoints, split {split}, seed {cfg.seed}"},

@@ -54,7 +54,8 @@ class TargetConfig:
         """(K+1,) Gaussian sigma per heatmap channel."""
         k1 = num_keypoints + 1
         if self.official_quirks:
-            return np.array([self.sigma if i < 17 else self.center_sigma for i in range(k1)], dtype=np.float64)
+            return np.array([self.sigma if i < 17 else self.center_sigma for i in range(k1)],
+                            dtype=np.float64)
         return np.array([self.sigma] * num_keypoints + [self.center_sigma], dtype=np.float64)
 
 
@@ -259,7 +260,8 @@ def build_targets_torch(joints: torch.Tensor, area: torch.Tensor, mask: torch.Te
             offset_weight[base] = wgt
             offset_weight[base + rr] = wgt
 
-    weight = torch.where(drawn, torch.ones((), device=device), torch.full((), float(cfg.bg_weight), device=device))
+    background = torch.full((), float(cfg.bg_weight), device=device)
+    weight = torch.where(drawn, torch.ones((), device=device), background)
     weight = weight.view(n, k1, r, r)
     if mask is not None:
         weight = weight * mask.to(device=device, dtype=torch.float32)[:, None]

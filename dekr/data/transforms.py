@@ -186,12 +186,14 @@ class DEKRAffineTransform:
         return m_in, m_out
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, keypoints: np.ndarray | None = None,
-                 rng: np.random.Generator | None = None, params: AffineParams | None = None) -> dict[str, Any]:
+                 rng: np.random.Generator | None = None,
+                 params: AffineParams | None = None) -> dict[str, Any]:
         height, width = image.shape[:2]
         if params is None:
             params = self.sample_params(height, width, rng)
         m_in, m_out = self.matrices(params, width)
-        out_image = cv2.warpAffine(image, m_in[:2], (self.input_size, self.input_size), flags=cv2.INTER_LINEAR)
+        size = (self.input_size, self.input_size)
+        out_image = cv2.warpAffine(image, m_in[:2], size, flags=cv2.INTER_LINEAR)
         out_mask = None
         if mask is not None:
             # official: warp the 0/255 mask bilinearly at the output size, then threshold at 0.5
@@ -232,5 +234,6 @@ def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> 
 
 @functools.lru_cache(maxsize=8)
 def _normalize_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    values = (np.arange(256, dtype=np.float64)[None, :] / 255.0 - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
+    levels = np.arange(256, dtype=np.float64)[None, :] / 255.0
+    values = (levels - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
     return values.astype(np.float32).reshape(3, 1, 256)

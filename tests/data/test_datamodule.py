@@ -192,9 +192,11 @@ def _ids_and_images(loader, epochs=1):
     return out
 
 
+@pytest.mark.timeout(300)
 def test_worker_seeding_is_deterministic_and_distinct():
     dm = _dm(num_workers=2, persistent_workers=False)
     dm.setup("fit")
+    dm.dataset("train")[0]  # use OpenCV's thread pool in the parent before forking (a past deadlock)
     seed_everything(11, workers=True)
     a = _ids_and_images(dm.train_dataloader())
     seed_everything(11, workers=True)

@@ -22,6 +22,17 @@ class OptimConfig:
 
     The official config sets weight decay 1e-4, but it reaches only the SGD branch: Adam runs
     without weight decay, hence 0.0 here.
+
+    Attributes:
+        optimizer: ``adam`` (official), ``adamw`` or ``sgd``.
+        lr: base learning rate (heads; the backbone gets ``lr * backbone_lr_mult``).
+        weight_decay: L2 (adam, sgd) or decoupled (adamw) weight decay.
+        momentum: SGD momentum.
+        milestones: epochs at which the lr is multiplied by ``gamma`` (official COCO: 90, 120 of 140;
+            CrowdPose: 200, 260 of 300).
+        gamma: multiplicative lr decay at each milestone.
+        backbone_lr_mult: backbone lr factor (fine-tuning: e.g. 0.1).
+        freeze_backbone: no gradients for the backbone (its BatchNorm statistics are frozen too).
     """
 
     optimizer: str = "adam"  # adam | adamw | sgd
@@ -49,19 +60,71 @@ def _as_config(cls: type, value: Any) -> Any:
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 
+def _rng_states_plain() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states as tensors and plain types (weights_only-loadable)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states_plain(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in states:
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "torch.cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint to resume from was trained with another architecture or keypoint set."""
+
+
 class DEKRModule(L.LightningModule):
     """DEKR for training, evaluation and inference.
 
     ``module(images)`` returns ``(heatmaps, offsets)`` in the official layout (see
     :class:`dekr.models.dekr.DEKRNet`).
 
+    Validation (and test) batches hold the original images (a list of (H, W, 3) uint8 RGB
+    arrays, see :mod:`dekr.data.datamodule`): poses are decoded with
+    :func:`dekr.inference.predict_poses` and fed to :class:`dekr.metrics.oks_ap.OKSAP` built from
+    the datamodule's ``val_ground_truth``; the AP/AR figures are logged as ``val/AP``, ``val/AP50``,
+    ... at the end of the epoch. Batches in the training layout (with ``heatmap``) give a
+    validation loss instead (``val/loss``).
+
     Args:
         net: architecture (backbone, K, head widths, ablation switches).
         spec: keypoint spec name (``coco``, ``crowdpose``) or path to a spec YAML.
         loss: loss factors.
         optim: optimiser and LR schedule.
-        decode: test-time decoding options (see ``dekr.inference``); ``None`` takes the
-            official test defaults for the spec.
+        decode: test-time decoding options (fields of ``dekr.inference.DecodeConfig``); ``None``
+            takes the official test defaults for the spec.
+        init_from: fine-tuning: one of our ``.ckpt`` files or an official DEKR ``.pth`` whose
+            matching tensors initialise the network at the start of ``fit`` (not when resuming);
+            keypoint heads are remapped by keypoint name. See :mod:`dekr.finetune`.
+        init_from_spec: keypoint spec of an official ``init_from`` file (default: ``coco`` for 17
+            keypoints, ``crowdpose`` for 14); ignored for our checkpoints, which record it.
+        compile: ``torch.compile`` the network (training and evaluation forward passes).
+        metric_backend: OKS-AP backend, ``faster_coco_eval`` or ``pycocotools`` (same numbers).
     """
 
     def __init__(
@@ -71,6 +134,10 @@ class DEKRModule(L.LightningModule):
         loss: LossConfig | None = None,
         optim: OptimConfig | None = None,
         decode: dict[str, Any] | None = None,
+        init_from: str | None = None,
+        init_from_spec: str | None = None,
+        compile: bool = False,
+        metric_backend: str = "faster_coco_eval",
     ) -> None:
         super().__init__()
         net_cfg = _as_config(DEKRNetConfig, net)
@@ -81,25 +148,68 @@ class DEKRModule(L.LightningModule):
             raise ValueError(f"spec {spec!r} has {self.spec.num_keypoints} keypoints but net.num_keypoints="
                              f"{net_cfg.num_keypoints}; set net.num_keypoints to match the dataset")
         self.decode_options = dict(decode or {})
+        self.init_from = init_from
+        self.init_from_spec = init_from_spec
+        self.compile_net = compile
+        self.metric_backend = metric_backend
         # Plain dicts in the checkpoint: loadable with torch.load(weights_only=True).
         self.save_hyperparameters({"net": asdict(net_cfg), "spec": spec, "loss": asdict(self.loss_cfg),
-                                   "optim": asdict(self.optim_cfg), "decode": self.decode_options})
+                                   "optim": asdict(self.optim_cfg), "decode": self.decode_options,
+                                   "init_from": init_from, "init_from_spec": init_from_spec,
+                                   "compile": compile, "metric_backend": metric_backend})
         self.net = DEKRNet(net_cfg)
+        self._forward_net: Any = self.net
         if self.optim_cfg.freeze_backbone:
             self.net.backbone.requires_grad_(False)
+        self.val_metric: Any = None
+        self.test_metric: Any = None
+        self.transfer_report: Any = None
 
+    # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(N, 3, H, W) normalised RGB -> heatmaps (N, K+1, H/4, W/4), offsets (N, 2K, H/4, W/4)."""
-        return self.net(images)
+        return self._forward_net(images)
 
+    def configure_model(self) -> None:
+        if self.compile_net and self._forward_net is self.net:
+            # Compile a view of the same parameters; the state dict keys stay ``net.*``.
+            self._forward_net = torch.compile(self.net)
+
+    def train(self, mode: bool = True) -> "DEKRModule":
+        super().train(mode)
+        if mode and self.optim_cfg.freeze_backbone:
+            # A frozen backbone keeps its BatchNorm statistics too (standard fine-tuning practice).
+            self.net.backbone.eval()
+        return self
+
+    # ------------------------------------------------------------------ fine-tuning
+    def on_fit_start(self) -> None:
+        # Here and not in __init__ / setup: only now is it known whether fit resumes from a
+        # checkpoint (then the checkpoint's weights win and init_from is not read at all).
+        if self.init_from and self.trainer.ckpt_path is None:
+            self.apply_init_from()
+        self._reset_metric(self.val_metric)  # the sanity check updated it
+
+    def apply_init_from(self) -> Any:
+        """Initialise the network from ``init_from`` (see :func:`dekr.finetune.transfer_from_file`)."""
+        from dekr.finetune import transfer_from_file
+
+        report = transfer_from_file(self.net, self.init_from, self.spec, source_spec=self.init_from_spec)
+        self.transfer_report = report
+        if self.trainer is None or self.trainer.is_global_zero:
+            log.info("%s", report.format())
+        return report
+
+    # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         heatmaps, offsets = self(batch["image"])
-        losses = dekr_loss(heatmaps, offsets, batch, self.loss_cfg)
+        losses = dekr_loss(heatmaps.float(), offsets.float(), batch, self.loss_cfg)
         if not torch.isfinite(losses["loss"]):
             ids = batch.get("image_id")
             raise FloatingPointError(
-                f"non-finite loss {losses['loss'].item()} at step {self.global_step} "
-                f"(image ids {ids.tolist() if isinstance(ids, Tensor) else ids}); the last good checkpoint is kept"
+                f"non-finite loss {losses['loss'].item()} at epoch {self.current_epoch} step {self.global_step} "
+                f"(image ids {ids.tolist() if isinstance(ids, Tensor) else ids}); training stopped, "
+                "the last good checkpoint is kept"
             )
         batch_size = batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch_size)
@@ -123,6 +233,146 @@ class DEKRModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    # ------------------------------------------------------------------ evaluation
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "spec"):
+            return
+        if datamodule.spec.keypoint_names != self.spec.keypoint_names:
+            raise ValueError(f"the data's keypoint spec {datamodule.spec.name!r} ({datamodule.spec.num_keypoints} "
+                             f"keypoints) differs from the model's spec {self.spec.name!r} "
+                             f"({self.spec.num_keypoints}); set model.spec and model.net.num_keypoints to match")
+        if stage in ("fit", "validate") and self.val_metric is None:
+            self.val_metric = self._make_metric(datamodule.val_ground_truth)
+        if stage == "test" and self.test_metric is None:
+            self.test_metric = self._make_metric(datamodule.test_ground_truth)
+
+    def _make_metric(self, ground_truth: Any) -> Any:
+        from dekr.metrics.oks_ap import OKSAP
+
+        # A child module, so that it moves to the device (NCCL gathers device tensors); its list
+        # states are not persistent, so checkpoints do not change.
+        return OKSAP(ground_truth, self.spec, backend=self.metric_backend)
+
+    @staticmethod
+    def _reset_metric(metric: Any) -> None:
+        if metric is not None:
+            metric.reset()
+
+    def decode_config(self) -> Any:
+        """The ``DecodeConfig`` for validation/test: the official test values for the spec, the
+        data's input size (unless ``decode`` sets one), then the ``decode`` options."""
+        from dekr.inference.config import DecodeConfig
+
+        options = dict(self.decode_options)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if "input_size" not in options and getattr(datamodule, "input_size", None):
+            options["input_size"] = int(datamodule.input_size)
+        return DecodeConfig.for_dataset(self.spec, **options)
+
+    def predict_batch_poses(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """Decode the poses of an evaluation batch: one dict per image with ``image_id``,
+        ``keypoints`` (P, K, 3) (x, y, score in original image pixels) and ``scores`` (P,)."""
+        from dekr.inference import predict_poses
+
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                poses = predict_poses(self._forward_net, batch["image"], self.spec, self.decode_config())
+        finally:
+            self.net.train(was_training)
+        out = []
+        for image_id, pose in zip(batch["image_id"], poses):
+            out.append({"image_id": int(image_id), "keypoints": pose["keypoints"], "scores": pose["scores"]})
+        return out
+
+    def _eval_step(self, batch: dict[str, Any], metric: Any, prefix: str) -> list[dict[str, Any]] | None:
+        if isinstance(batch.get("heatmap"), Tensor):  # a batch in the training layout: loss only
+            heatmaps, offsets = self(batch["image"])
+            losses = dekr_loss(heatmaps.float(), offsets.float(), batch, self.loss_cfg)
+            self.log_dict({f"{prefix}/{k}": v for k, v in losses.items()}, sync_dist=True,
+                          batch_size=batch["image"].shape[0])
+            return None
+        if metric is None:
+            raise RuntimeError(f"{prefix} batches of original images need a datamodule with a ground truth "
+                               "(DEKRDataModule); none is attached to the trainer")
+        preds = self.predict_batch_poses(batch)
+        metric.update(preds)
+        return preds
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]] | None:
+        """Decode and score one batch; returns the poses (for callbacks, e.g. the image logger)."""
+        return self._eval_step(batch, self.val_metric, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]] | None:
+        return self._eval_step(batch, self.test_metric, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        return self.predict_batch_poses(batch)
+
+    def _log_metric(self, metric: Any, prefix: str) -> dict[str, float]:
+        if metric is None:
+            return {}
+        # Gather the list states of every rank once (torchmetrics sync), evaluate, un-sync.
+        with metric.sync_context(should_sync=self.trainer.world_size > 1 if self._trainer else False):
+            stats = metric.compute_with(metric.backend_name)
+            _, seen = metric.results()
+        values = {f"{prefix}/{k}": float(v) for k, v in stats.items()}
+        values[f"{prefix}/num_images"] = float(len(seen))
+        result = dict(values)
+        # Every rank holds the same gathered value: no sync_dist (AP is not an average).
+        ap_key = f"{prefix}/AP"
+        self.log(ap_key, values.pop(ap_key), prog_bar=True)
+        self.log_dict(values, prog_bar=False)
+        metric.reset()
+        return result
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_metric(self.val_metric)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_metric is not None and self.val_metric.update_count:
+            self.last_val_metrics = self._log_metric(self.val_metric, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_metric(self.test_metric)
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_metric is not None and self.test_metric.update_count:
+            self.last_test_metrics = self._log_metric(self.test_metric, "test")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves model, optimizer, scheduler, loops and callbacks; the RNG states make a
+        # resumed run draw the same shuffles and augmentations as an uninterrupted one.
+        checkpoint["rng_states"] = _rng_states_plain()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, with the differing fields named, to resume from another architecture / spec;
+        restore the RNG states saved with the checkpoint."""
+        saved = checkpoint.get("hyper_parameters", {})
+        mine = dict(self.hparams)
+        problems = []
+        saved_net, my_net = saved.get("net", {}) or {}, mine.get("net", {})
+        for key in ("backbone", "num_keypoints", "heatmap_channels", "offset_channels_per_keypoint",
+                    "offset_blocks", "offset_block", "disentangled"):
+            if key in saved_net and saved_net[key] != my_net.get(key):
+                problems.append(f"net.{key}: checkpoint {saved_net[key]!r} vs config {my_net.get(key)!r}")
+        if "spec" in saved and str(saved["spec"]) != str(mine.get("spec")):
+            try:
+                same = load_spec(saved["spec"]).keypoint_names == self.spec.keypoint_names
+            except (FileNotFoundError, ValueError):
+                same = False
+            if not same:
+                problems.append(f"spec: checkpoint {saved['spec']!r} vs config {mine.get('spec')!r}")
+        if problems:
+            raise IncompatibleCheckpointError(
+                "the checkpoint does not fit the configured model:\n  " + "\n  ".join(problems)
+                + "\n(to start a new run from its weights, use model.init_from=CHECKPOINT instead of --ckpt_path)")
+        if "rng_states" in checkpoint and self._trainer is not None:
+            _set_rng_states_plain(checkpoint["rng_states"])
+
     @classmethod
     def from_official(cls, checkpoint: str, **kwargs: Any) -> "DEKRModule":
         """Build a module from keyword config (as :meth:`__init__`) and load an official DEKR ``.pth``."""
@@ -131,4 +381,3 @@ class DEKRModule(L.LightningModule):
         module = cls(**kwargs)
         module.net.load_state_dict(convert_official_state_dict(load_official_state_dict(checkpoint), module.net))
         return module
-

@@ -1,0 +1,110 @@
+"""scripts/train.py: a real (tiny) run, its outputs, exact resume, W&B offline, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train
+from tests.scripts.wandb_reader import history
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("train") / "run"
+    result = run_train([*TINY_ARGS, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root)],
+                       cwd=root.parent)
+    return root, result
+
+
+def test_run_writes_config_checkpoints_and_metrics(tiny_run) -> None:
+    root, result = tiny_run
+    config = (root / "config.yaml").read_text()
+    assert "hrnet_w18_small" in config and "input_size: 64" in config  # resolved, overrides included
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    best = list((root / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["monitor"] == "val/AP" and metrics["epochs"] == 2
+    for key in ("val/AP", "val/AP50", "val/AP75", "val/APM", "val/APL", "val/AR", "train/loss",
+                "train/images_per_sec"):
+        assert key in metrics["final"]
+    assert metrics["final"]["val/num_images"] == 8
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    assert {"optimizer_states", "lr_schedulers", "loops", "rng_states", "state_dict"} <= set(ckpt)
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
+    root, result = tiny_run
+    runs = list((root / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, "expected one offline W&B run (no API key, no network)"
+    rows = history(runs[0])
+    aps = [row["val/AP"] for row in rows if "val/AP" in row]
+    assert len(aps) == 2  # one per validation epoch
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert aps[-1] == pytest.approx(metrics["final"]["val/AP"])
+    assert any("train/loss" in row for row in rows) and any("lr-Adam/pg1" in row for row in rows)
+    assert list((root / "wandb").glob("offline-run-*/files/media/images/val/poses_*.png"))
+
+
+def test_resume_from_last_is_exact(tiny_run, tmp_path: Path) -> None:
+    root, _ = tiny_run
+    args = [*TINY_ARGS, "--data.init_args.num_workers", "1", "--pose_images.num_images", "0"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train([*args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(straight)], cwd=tmp_path)
+    run_train([*args, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(resumed)], cwd=tmp_path)
+    run_train([*args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(resumed), "--ckpt_path", "last"],
+              cwd=tmp_path)
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    for i in sa:
+        torch.testing.assert_close(sb[i]["exp_avg"], sa[i]["exp_avg"], rtol=0, atol=0)
+
+
+def test_wandb_disabled_is_respected(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    run_train([*TINY_ARGS, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+               "--trainer.default_root_dir", str(root)], cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"))
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert not list(root.rglob("*.wandb"))
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  net:\n    backbone: hrnet_w18_small\n    bogus_width: 3\n")
+    result = run_train(["--config", "demo.yaml", "--config", str(bad)], cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert f"{bad}: key 'model.net.bogus_width'" in result.stderr
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    result = run_train(["--config", "demo", "--model.optim.lr", "fast"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "model.optim" in result.stderr and "fast" in result.stderr
+
+
+def test_unknown_config_name_lists_available(tmp_path: Path) -> None:
+    result = run_train(["--config", "w99.yaml"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "w99.yaml" in result.stderr and "demo.yaml" in result.stderr
+
+
+def test_missing_dataset_path_is_named(tmp_path: Path) -> None:
+    result = run_train(["--config", "demo.yaml", "--data.init_args.dataset", "coco", "--data.init_args.root",
+                        str(tmp_path / "no_such_coco"), "--trainer.default_root_dir", str(tmp_path / "r")],
+                       cwd=tmp_path, check=False, env=clean_env(WANDB_MODE="disabled"))
+    assert result.returncode == 2 and str(tmp_path / "no_such_coco") in result.stderr
+
+
+def test_resume_from_incompatible_checkpoint_fails_clearly(tiny_run, tmp_path: Path) -> None:
+    root, _ = tiny_run
+    result = run_train([*TINY_ARGS, "--model.net.heatmap_channels", "16", "--ckpt_path",
+                        str(root / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(tmp_path / "r")],
+                       cwd=tmp_path, check=False, env=clean_env(WANDB_MODE="disabled"))
+    assert result.returncode == 2
+    assert "net.heatmap_channels: checkpoint 8 vs config 16" in result.stderr

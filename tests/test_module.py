@@ -1,0 +1,188 @@
+"""DEKRModule: optimisation config, NaN stop, atomic checkpoints, resume checks, fine-tuning transfer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from dekr.callbacks import AtomicCheckpointIO
+from dekr.checkpoint import save_module_checkpoint
+from dekr.data.spec import load_spec
+from dekr.finetune import transfer_from_file
+from dekr.models.dekr import DEKRNet, DEKRNetConfig
+from dekr.module import DEKRModule, IncompatibleCheckpointError, OptimConfig
+
+TINY = dict(backbone="hrnet_w18_small", heatmap_channels=8, offset_channels_per_keypoint=4, offset_blocks=1)
+
+
+def tiny_module(k: int = 17, spec: str = "coco", **kwargs) -> DEKRModule:
+    return DEKRModule(net=DEKRNetConfig(num_keypoints=k, **TINY), spec=spec, **kwargs)
+
+
+def fake_batches(n_batches: int = 2, n: int = 2, k: int = 17, s: int = 64, nan_at: int | None = None):
+    g = torch.Generator().manual_seed(0)
+    r = s // 4
+    out = []
+    for i in range(n_batches):
+        image = torch.randn(n, 3, s, s, generator=g)
+        if i == nan_at:
+            image[0, 0, 0, 0] = float("nan")
+        out.append({"image": image, "heatmap": torch.rand(n, k + 1, r, r, generator=g),
+                    "heatmap_weight": torch.ones(n, k + 1, r, r), "offset": torch.randn(n, 2 * k, r, r, generator=g),
+                    "offset_weight": (torch.rand(n, 2 * k, r, r, generator=g) > 0.9).float(),
+                    "image_id": torch.arange(n) + 100 * i})
+    return out
+
+
+def loader(batches):
+    return DataLoader(batches, batch_size=None)
+
+
+def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0)
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
+def test_optimizer_groups_and_schedule() -> None:
+    module = tiny_module(optim=OptimConfig(lr=1e-3, backbone_lr_mult=0.1, milestones=[2, 4], gamma=0.5))
+    cfg = module.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["weight_decay"] == 0.0
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, pytest.approx(1e-4)]
+    n_params = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_params == sum(p.numel() for p in module.parameters())
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+    assert isinstance(tiny_module(optim={"optimizer": "sgd"}).configure_optimizers()["optimizer"], torch.optim.SGD)
+    with pytest.raises(ValueError, match="adam, adamw or sgd"):
+        tiny_module(optim={"optimizer": "lamb"}).configure_optimizers()
+    with pytest.raises(ValueError, match="unknown OptimConfig option"):
+        tiny_module(optim={"lr_max": 1.0})
+
+
+def test_frozen_backbone_gets_no_gradient_and_keeps_bn_statistics() -> None:
+    module = tiny_module(optim={"freeze_backbone": True}).train()
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert len(groups) == 1  # heads only
+    assert not module.net.backbone.training and module.net.heatmap_head.training
+
+
+def test_training_layout_validation_gives_a_loss(tmp_path: Path) -> None:
+    module = tiny_module()
+    t = trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    t.fit(module, loader(fake_batches()), loader(fake_batches(1)))
+    assert "val/loss" in t.callback_metrics and torch.isfinite(t.callback_metrics["val/loss"])
+
+
+def test_nan_loss_stops_with_image_ids_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    module = tiny_module()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+    t = trainer(tmp_path, max_epochs=1, callbacks=[ckpt])
+    t.fit(module, loader(fake_batches()))
+    last = tmp_path / "ckpt" / "last.ckpt"
+    before = last.read_bytes()
+    t2 = trainer(tmp_path, max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True,
+                                                                     save_top_k=0)])
+    with pytest.raises(FloatingPointError, match=r"image ids \[100, 101\]"):
+        t2.fit(tiny_module(), loader(fake_batches(nan_at=1)), ckpt_path=str(last))
+    assert last.read_bytes() == before
+    assert torch.load(last, weights_only=False)["global_step"] == 2  # the end of the good epoch
+
+
+def test_failed_atomic_save_leaves_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"a": torch.ones(3)}, path)
+    good = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"a": torch.zeros(3)}, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def test_resume_from_incompatible_checkpoint_names_the_fields(tmp_path: Path) -> None:
+    other = DEKRModule(net=DEKRNetConfig(num_keypoints=14, **{**TINY, "heatmap_channels": 16}), spec="crowdpose")
+    t = trainer(tmp_path, max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)])
+    t.fit(other, loader(fake_batches(k=14)))
+    t2 = trainer(tmp_path, max_epochs=2, enable_checkpointing=False)
+    with pytest.raises(IncompatibleCheckpointError) as err:
+        t2.fit(tiny_module(), loader(fake_batches()), ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    message = str(err.value)
+    assert "net.num_keypoints: checkpoint 14 vs config 17" in message
+    assert "net.heatmap_channels: checkpoint 16 vs config 8" in message
+    assert "spec: checkpoint 'crowdpose' vs config 'coco'" in message and "init_from" in message
+
+
+def test_finetune_coco_to_crowdpose_remaps_heads_by_name(tmp_path: Path) -> None:
+    source = tiny_module()
+    path = save_module_checkpoint(source, tmp_path / "coco.ckpt")
+    net = DEKRNet(DEKRNetConfig(num_keypoints=14, **TINY))
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    report = transfer_from_file(net, path, "crowdpose")
+    coco, crowd = load_spec("coco").keypoint_names, load_spec("crowdpose").keypoint_names
+    src, dst = source.net.state_dict(), net.state_dict()
+    for j, name in enumerate(crowd):
+        hm_rows, off_rows = dst["heatmap_head.final.weight"][j], dst["offset_head.final.weight"][2 * j:2 * j + 2]
+        block = dst["offset_head.blocks.0.adapt_conv.weight"][4 * j:4 * j + 4]
+        if name in coco:
+            i = coco.index(name)
+            assert torch.equal(hm_rows, src["heatmap_head.final.weight"][i])
+            assert torch.equal(off_rows, src["offset_head.final.weight"][2 * i:2 * i + 2])
+            assert torch.equal(block, src["offset_head.blocks.0.adapt_conv.weight"][4 * i:4 * i + 4])
+        else:  # head, neck: fresh
+            assert torch.equal(hm_rows, fresh["heatmap_head.final.weight"][j])
+    # the center row comes last on both sides
+    assert torch.equal(dst["heatmap_head.final.weight"][14], src["heatmap_head.final.weight"][17])
+    for key in dst:
+        if key.startswith("backbone."):
+            assert torch.equal(dst[key], src[key])
+    assert report.new_keypoints == ["head", "neck"] and len(report.matched_keypoints) == 12
+    assert not report.fresh and "heatmap_head.final.weight" in report.remapped
+    text = report.format()
+    assert "new keypoints, fresh (2): head, neck" in text and "remapped by keypoint" in text
+
+
+def test_finetune_from_official_checkpoint_with_other_backbone(tmp_path: Path) -> None:
+    from tests.official_standin import write_standin_checkpoint
+
+    official = write_standin_checkpoint("w32_crowdpose", tmp_path / "pose_dekr_hrnetw32_crowdpose.pth")
+    net = DEKRNet(DEKRNetConfig(num_keypoints=17, backbone="hrnet_w32"))
+    report = transfer_from_file(net, official, "coco")
+    assert sorted(report.new_keypoints) == ["left_ear", "left_eye", "nose", "right_ear", "right_eye"]
+    assert not report.fresh and not report.unused
+    small = DEKRNet(DEKRNetConfig(num_keypoints=17, **TINY))
+    report = transfer_from_file(small, official, "coco")
+    assert any(k.startswith("backbone.") for k in report.fresh) and report.unused  # shapes differ: fresh
+
+
+def test_init_from_applies_at_fit_start_but_not_on_resume(tmp_path: Path) -> None:
+    source = tiny_module()
+    with torch.no_grad():
+        source.net.heatmap_head.final.bias.fill_(7.0)
+    path = save_module_checkpoint(source, tmp_path / "src.ckpt")
+    module = tiny_module(init_from=str(path), optim={"lr": 0.0})
+    t = trainer(tmp_path, max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)])
+    t.fit(module, loader(fake_batches()))
+    assert module.transfer_report is not None
+    assert torch.allclose(module.net.heatmap_head.final.bias, torch.full((18,), 7.0))
+    path.unlink()  # a resume must not need the init file any more
+    resumed = tiny_module(init_from=str(path))
+    trainer(tmp_path, max_epochs=2, enable_checkpointing=False).fit(
+        resumed, loader(fake_batches()), ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    assert resumed.transfer_report is None

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Optional
@@ -163,6 +164,9 @@ def explain_config_error(message: str, argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The OKS-AP figures are computed from states gathered over all ranks, so every rank logs the
+    # same value: Lightning's advice to sync_dist them (average across ranks) does not apply.
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv, run_name = resolve_config_args(argv)

@@ -213,6 +213,8 @@ class DEKRModule(L.LightningModule):
             )
         batch_size = batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch_size)
+        self.log("train/epoch_loss", losses["loss"], on_step=False, on_epoch=True, batch_size=batch_size,
+                 sync_dist=True)
         return losses["loss"]
 
     def configure_optimizers(self) -> dict[str, Any]:

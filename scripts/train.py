@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
 
-from dekr.callbacks import AtomicCheckpointIO, ImagesPerSecond, LastAndBestCheckpoint, PoseImageLogger, WandbLogger  # noqa: E402
+from dekr.callbacks import AtomicCheckpointIO, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint, PoseImageLogger, WandbLogger  # noqa: E402
 from dekr.config import resolve_config_path  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
@@ -77,6 +77,7 @@ class DEKRCLI(LightningCLI):
         })
         parser.add_lightning_class_args(PoseImageLogger, "pose_images")
         parser.add_lightning_class_args(ImagesPerSecond, "throughput")
+        parser.add_lightning_class_args(EpochHistory, "history")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
@@ -115,6 +116,7 @@ def write_metrics(cli: DEKRCLI) -> Path | None:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "final": final,
+        "history": next((c.history for c in trainer.callbacks if isinstance(c, EpochHistory)), []),
     }
     path = Path(trainer.default_root_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)

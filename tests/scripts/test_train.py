@@ -108,3 +108,23 @@ def test_resume_from_incompatible_checkpoint_fails_clearly(tiny_run, tmp_path: P
                        cwd=tmp_path, check=False, env=clean_env(WANDB_MODE="disabled"))
     assert result.returncode == 2
     assert "net.heatmap_channels: checkpoint 8 vs config 16" in result.stderr
+
+
+def test_ema_of_weights_through_the_cli(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    run_train([*TINY_ARGS, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root),
+               "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+               "--trainer.callbacks.decay", "0.9", "--pose_images.num_images", "0"],
+              cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"))
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    assert any("EMAWeightAveraging" in key for key in ckpt["callbacks"])
+
+
+@pytest.mark.slow
+def test_compile_option_trains(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    run_train([*TINY_ARGS, "--model.compile", "true", "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
+               "2", "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(root),
+               "--pose_images.num_images", "0"], cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"), timeout=900)
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(k.startswith(("net.", "val_metric.")) for k in ckpt["state_dict"])  # no _orig_mod / compiled copy

@@ -1,0 +1,297 @@
+"""Deployment: load a trained model (our ``.ckpt`` or an official DEKR ``.pth``), export it to ONNX
+or TorchScript, verify the export, and run an exported ONNX model through the normal decoder.
+
+* :func:`load_model` -> :class:`LoadedModel` (network in eval mode, keypoint spec, decode options),
+  whatever the checkpoint kind; official checkpoints are converted on the fly and their variant
+  (W32/W48, COCO/CrowdPose) is recognised from the tensor shapes.
+* :func:`export_onnx` writes ONNX (legacy TorchScript-based exporter, opset 17) with dynamic batch,
+  height and width. The adaptive convolution is exported through its pure-PyTorch path
+  (``grid_sample`` -> ONNX ``GridSample``, opset >= 16): a network trained with
+  ``adaptive_backend: torchvision`` shares the weights and is switched to it for export.
+  The keypoint spec and decode defaults travel in the ONNX metadata.
+* :class:`OnnxPoseNet` wraps an ONNX file (onnxruntime) as a callable with the network's
+  signature, so :func:`dekr.inference.predict_poses` decodes its outputs exactly as PyTorch's.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dekr.data.spec import KeypointSpec, load_spec
+from dekr.models.adaptive_conv import AdaptiveConv2d
+from dekr.models.dekr import DEKRNet
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+INPUT_NAME, OUTPUT_NAMES = "images", ("heatmaps", "offsets")
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint cannot be loaded, or does not fit the requested keypoint spec."""
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference and what is needed to decode its outputs.
+
+    Attributes:
+        net: the DEKR network, eval mode, on CPU.
+        spec: its keypoint spec.
+        decode: decode options recorded with the model (``DecodeConfig`` fields).
+        source: ``ours`` or ``official``.
+        config: the run config used for an official checkpoint (None for ours).
+    """
+
+    net: DEKRNet
+    spec: KeypointSpec
+    decode: dict[str, Any] = field(default_factory=dict)
+    source: str = "ours"
+    config: str | None = None
+
+
+def _read_checkpoint(path: Path) -> Any:
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle, not a torch file: all "unreadable"
+        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): "
+                             f"{type(err).__name__}: {str(err)[:300]}") from err
+
+
+def guess_official_config(state: dict[str, Tensor]) -> str:
+    """Run config (``w32_coco.yaml`` ...) of an official DEKR state dict, from its tensor shapes."""
+    keys = [k.removeprefix("module.") for k in state]
+    branches = {int(k.split(".")[1]) for k in keys if k.startswith("offset_final_layer.")}
+    width_key = next((k for k in state if k.removeprefix("module.") == "transition1.0.0.weight"), None)
+    if not branches or width_key is None:
+        raise ModelLoadError("not an official DEKR checkpoint (no offset_final_layer.* / transition1 keys) "
+                             "and not one of ours (no hyper_parameters)")
+    width = int(state[width_key].shape[0])
+    dataset = {17: "coco", 14: "crowdpose"}.get(len(branches))
+    if width not in (32, 48) or dataset is None:
+        raise ModelLoadError(f"official checkpoint with HRNet width {width} and {len(branches)} keypoints matches "
+                             "none of w32/w48 x coco/crowdpose: pass --config for its run config")
+    return f"w{width}_{dataset}.yaml"
+
+
+def _check_spec(spec: KeypointSpec, wanted: str | KeypointSpec | None, path: Path) -> KeypointSpec:
+    if wanted is None:
+        return spec
+    want = wanted if isinstance(wanted, KeypointSpec) else load_spec(wanted)
+    if want.keypoint_names != spec.keypoint_names:
+        raise ModelLoadError(
+            f"checkpoint {path.name} predicts {spec.num_keypoints} keypoints (spec {spec.name!r}: "
+            f"{', '.join(spec.keypoint_names[:4])}, ...) but the chosen spec {want.name!r} has {want.num_keypoints} "
+            f"({', '.join(want.keypoint_names[:4])}, ...); drop --spec to use the checkpoint's own spec, or pick a "
+            f"checkpoint trained for {want.name!r}")
+    return want
+
+
+def load_model(path: str | Path, config: str | Path | None = None, spec: str | KeypointSpec | None = None
+               ) -> LoadedModel:
+    """Load our Lightning checkpoint or an official DEKR ``.pth`` (converted on the fly).
+
+    Args:
+        path: ``.ckpt`` of ours (recognised by its ``hyper_parameters``) or an official state dict.
+        config: run config for an official checkpoint (default: guessed from the tensor shapes);
+            ignored for ours, which record their architecture.
+        spec: keypoint spec the caller expects; a checkpoint for another keypoint set raises
+            :class:`ModelLoadError` saying so.
+    """
+    from dekr.config import load_section
+    from dekr.convert import CheckpointMismatchError, convert_official_state_dict, load_official_state_dict
+    from dekr.module import DEKRModule
+
+    path = Path(path)
+    raw = _read_checkpoint(path)
+    if isinstance(raw, dict) and "hyper_parameters" in raw and "state_dict" in raw:
+        hp = dict(raw["hyper_parameters"])
+        # Inference never needs the ImageNet backbone weights (they are in the checkpoint).
+        hp["net"] = {**(hp.get("net") or {}), "pretrained_backbone": False}
+        hp["init_from"] = None
+        hp["compile"] = False
+        known = set(inspect.signature(DEKRModule.__init__).parameters) - {"self"}
+        module = DEKRModule(**{k: v for k, v in hp.items() if k in known})
+        state = {k.removeprefix("_forward_net._orig_mod."): v for k, v in raw["state_dict"].items()}
+        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        try:
+            module.net.load_state_dict(net_state)
+        except RuntimeError as err:
+            raise ModelLoadError(f"{path}: weights do not fit the recorded architecture: {err}") from err
+        loaded = LoadedModel(module.net.eval(), module.spec, dict(module.decode_options), "ours", None)
+    else:
+        try:
+            state = load_official_state_dict(path)
+        except CheckpointMismatchError as err:
+            raise ModelLoadError(str(err)) from err
+        config = str(config) if config else guess_official_config(state)
+        model_cfg = dict(load_section(config, "model"))
+        model_cfg["net"] = {**model_cfg.get("net", {}), "pretrained_backbone": False}
+        module = DEKRModule(**model_cfg)
+        if spec is not None:
+            _check_spec(module.spec, spec, path)
+        try:
+            module.net.load_state_dict(convert_official_state_dict(state, module.net))
+        except CheckpointMismatchError as err:
+            raise ModelLoadError(f"{path} with config {config}: {err}") from err
+        loaded = LoadedModel(module.net.eval(), module.spec, dict(module.decode_options), "official", config)
+    loaded.spec = _check_spec(loaded.spec, spec, path)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------- export
+class _ExportForward(nn.Module):
+    """The network's forward without the Python-side input checks (shapes are symbolic in export)."""
+
+    def __init__(self, net: DEKRNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.net.backbone(images)
+        return self.net.heatmap_head(features), self.net.offset_head(features)
+
+
+def exportable(net: DEKRNet) -> nn.Module:
+    """An eval-mode copy of ``net`` that exports: adaptive convs on the ``grid_sample`` path."""
+    net = copy.deepcopy(net).eval()
+    for module in net.modules():
+        if isinstance(module, AdaptiveConv2d):
+            module.backend = "grid_sample"  # same weights; torchvision's deform_conv2d has no ONNX path here
+    return _ExportForward(net).eval()
+
+
+def spec_metadata(spec: KeypointSpec, decode: dict[str, Any] | None = None, **extra: Any) -> dict[str, str]:
+    """ONNX metadata: the keypoint spec (everything decoding needs) and the decode defaults."""
+    spec_dict = {k: v for k, v in asdict(spec).items() if k != "extra"}
+    meta = {"dekr.spec": json.dumps(spec_dict), "dekr.decode": json.dumps(decode or {}, default=str),
+            "dekr.outputs": "heatmaps (N, K+1, H/4, W/4): K keypoints then the center; offsets (N, 2K, H/4, W/4): "
+                            "(x, y) per keypoint in output pixels, keypoint = pixel - offset",
+            "dekr.input": "images (N, 3, H, W) float32 RGB / 255, ImageNet mean/std normalised; H, W multiples of 32"}
+    meta.update({f"dekr.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+def export_onnx(net: DEKRNet, path: str | Path, input_size: tuple[int, int] = (512, 512), batch_size: int = 1,
+                dynamic: bool = True, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> Path:
+    """Export ``net`` to ONNX.
+
+    Args:
+        input_size: (H, W) of the example input (multiples of 32).
+        dynamic: dynamic batch, height and width axes (otherwise fixed to the example's).
+        opset: ONNX opset (>= 16 for GridSample).
+        metadata: string key/values stored in the model (see :func:`spec_metadata`).
+    """
+    import onnx
+
+    if opset < 16:
+        raise ValueError(f"the adaptive convolution exports through GridSample, which needs opset >= 16 (got {opset})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = exportable(net)
+    example = torch.zeros(batch_size, 3, *input_size)
+    axes = None
+    if dynamic:
+        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                OUTPUT_NAMES[0]: {0: "batch", 2: "out_height", 3: "out_width"},
+                OUTPUT_NAMES[1]: {0: "batch", 2: "out_height", 3: "out_width"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic, deprecation notices
+        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return path
+
+
+def export_torchscript(net: DEKRNet, path: str | Path, input_size: tuple[int, int] = (512, 512),
+                       extra_files: dict[str, str] | None = None) -> Path:
+    """Trace ``net`` to TorchScript (any batch and size that are multiples of 32 work: the shape
+    arithmetic is traced). ``torch.jit`` is deprecated in recent PyTorch but still loads anywhere
+    libtorch runs. ``extra_files`` (e.g. :func:`spec_metadata`) are stored beside the code
+    (read back with ``torch.jit.load(path, _extra_files={"dekr.spec": ""})``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = exportable(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, torch.zeros(1, 3, *input_size), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files=dict(extra_files or {}))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- running
+class OnnxPoseNet:
+    """An exported ONNX model as a network callable: ``(N, 3, H, W)`` tensor -> ``(heatmaps, offsets)``.
+
+    Pass it to :func:`dekr.inference.predict_poses` like a PyTorch network; ``spec`` and
+    ``decode`` come from the model's metadata.
+    """
+
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"ONNX model {self.path} does not exist")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), options,
+                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.device = torch.device("cpu")
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def spec(self) -> KeypointSpec:
+        if "dekr.spec" not in self.metadata:
+            raise ModelLoadError(f"{self.path} carries no keypoint spec in its metadata; pass one explicitly")
+        return KeypointSpec.from_dict(json.loads(self.metadata["dekr.spec"]), source=str(self.path))
+
+    @property
+    def decode(self) -> dict[str, Any]:
+        return json.loads(self.metadata.get("dekr.decode", "{}"))
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        heatmaps, offsets = self.session.run(list(OUTPUT_NAMES),
+                                             {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
+        return torch.from_numpy(heatmaps), torch.from_numpy(offsets)
+
+
+def relative_error(reference: Tensor | np.ndarray, value: Tensor | np.ndarray) -> float:
+    """max |value - reference| / max |reference| (scale-aware, robust to near-zero entries)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    val = np.asarray(value, dtype=np.float64)
+    return float(np.abs(val - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+@torch.no_grad()
+def verify_export(net: DEKRNet, runner: Any, shapes: Sequence[tuple[int, int, int, int]], seed: int = 0
+                  ) -> list[dict[str, Any]]:
+    """Compare an exported model (``runner(tensor) -> (heatmaps, offsets)``) with PyTorch on random
+    inputs of each (N, 3, H, W) shape -> per shape ``{"shape", "heatmaps", "offsets"}`` relative errors."""
+    net = net.eval()
+    gen = torch.Generator().manual_seed(seed)
+    report = []
+    for shape in shapes:
+        x = torch.randn(*shape, generator=gen)
+        ref = net(x)
+        out = runner(x)
+        report.append({"shape": tuple(shape), **{name: relative_error(r.cpu(), o.cpu())
+                                                 for name, r, o in zip(OUTPUT_NAMES, ref, out)}})
+    return report

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Export a DEKR model to ONNX (and/or TorchScript) and check it against PyTorch.
+
+    python scripts/export.py --ckpt runs/demo/checkpoints/last.ckpt --format onnx
+    python scripts/export.py --ckpt pose_dekr_hrnetw32_coco.pth --format onnx torchscript --input-size 512 512
+    python scripts/export.py --ckpt pose_dekr_hrnetw48_crowdpose.pth --config w48_crowdpose.yaml --out w48.onnx
+
+``--ckpt`` takes our Lightning checkpoints and official DEKR ``.pth`` files (converted on the fly;
+the variant is recognised from the tensor shapes, ``--config`` overrides). The ONNX model has
+dynamic batch, height and width (multiples of 32) unless ``--static``; the keypoint spec and the
+decode defaults are stored in its metadata. After export the model is run with onnxruntime at the
+export size and at a second size, and compared with PyTorch (relative error printed; the script
+fails above ``--tolerance``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dekr.export import (  # noqa: E402
+    ModelLoadError,
+    OnnxPoseNet,
+    export_onnx,
+    export_torchscript,
+    load_model,
+    spec_metadata,
+    verify_export,
+)
+
+
+def check_shapes(height: int, width: int, batch: int, dynamic: bool) -> list[tuple[int, int, int, int]]:
+    shapes = [(batch, 3, height, width)]
+    if dynamic:  # a second batch size and input size proves the dynamic axes
+        shapes.append((batch + 1, 3, height + 64, width + 32))
+    return shapes
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="our .ckpt or an official DEKR .pth")
+    parser.add_argument("--config", help="run config of an official checkpoint (default: recognised)")
+    parser.add_argument("--spec", help="expected keypoint spec (error if the checkpoint has another)")
+    parser.add_argument("--format", nargs="+", choices=["onnx", "torchscript"], default=["onnx"])
+    parser.add_argument("--out", help="output path (default: the checkpoint's name with .onnx / .torchscript.pt); "
+                                      "with several formats, the suffix is replaced per format")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="example input size, multiples of 32 (default: the decode input size, square)")
+    parser.add_argument("--batch", type=int, default=1, help="example batch size")
+    parser.add_argument("--static", action="store_true", help="fixed batch and size instead of dynamic axes")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime comparison")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error accepted by the check")
+    args = parser.parse_args(argv)
+
+    try:
+        model = load_model(args.ckpt, args.config, args.spec)
+    except (ModelLoadError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    size = int(model.decode.get("input_size", 512))
+    height, width = args.input_size or (size, size)
+    if height % 32 or width % 32:
+        raise SystemExit(f"error: --input-size must be multiples of 32, got {height} {width}")
+    ckpt = Path(args.ckpt)
+    report: dict = {"checkpoint": str(ckpt), "source": model.source, "spec": model.spec.name, "exports": {}}
+    meta = spec_metadata(model.spec, model.decode, source=model.source, checkpoint=ckpt.name)
+    failed = False
+    for fmt in args.format:
+        suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
+        out = Path(args.out) if args.out and len(args.format) == 1 else \
+            (Path(args.out).with_suffix(suffix) if args.out else ckpt.with_suffix(suffix))
+        if fmt == "onnx":
+            export_onnx(model.net, out, (height, width), args.batch, dynamic=not args.static, opset=args.opset,
+                        metadata=meta)
+            runner = OnnxPoseNet(out) if args.check else None
+        else:
+            import torch
+
+            export_torchscript(model.net, out, (height, width), extra_files=meta)
+            runner = torch.jit.load(str(out)) if args.check else None
+        entry: dict = {"path": str(out), "size_mb": round(out.stat().st_size / 2**20, 1)}
+        print(f"{fmt}: wrote {out} ({entry['size_mb']} MB; spec {model.spec.name}, {model.spec.num_keypoints} keypoints"
+              f"{'' if args.static else '; dynamic batch/height/width'})")
+        if runner is not None:
+            entry["check"] = verify_export(model.net, runner, check_shapes(height, width, args.batch,
+                                                                           dynamic=not args.static))
+            for row in entry["check"]:
+                ok = max(row["heatmaps"], row["offsets"]) < args.tolerance
+                failed |= not ok
+                print(f"  check {row['shape']}: relative error heatmaps {row['heatmaps']:.2e}, "
+                      f"offsets {row['offsets']:.2e} {'ok' if ok else f'ABOVE {args.tolerance:g}'}")
+        report["exports"][fmt] = entry
+    if failed:
+        print(json.dumps(report, indent=2, default=str), file=sys.stderr)
+        raise SystemExit("error: the exported model differs from PyTorch beyond --tolerance")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""scripts/export.py end to end: our checkpoint and an official one, ONNX + TorchScript, checks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.official_standin import write_standin_checkpoint
+from tests.test_export import small_checkpoint
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+
+def test_export_our_checkpoint_onnx_and_torchscript(tmp_path, capsys):
+    import export
+
+    ckpt = small_checkpoint(tmp_path / "demo.ckpt")
+    report = export.main(["--ckpt", str(ckpt), "--format", "onnx", "torchscript", "--input-size", "64", "96"])
+    printed = capsys.readouterr().out
+    assert (tmp_path / "demo.onnx").is_file() and (tmp_path / "demo.torchscript.pt").is_file()
+    assert "dynamic batch/height/width" in printed and "ABOVE" not in printed
+    onnx_check = report["exports"]["onnx"]["check"]
+    assert [row["shape"] for row in onnx_check] == [(1, 3, 64, 96), (2, 3, 128, 128)]
+    assert all(row["heatmaps"] < 1e-4 and row["offsets"] < 1e-4 for row in onnx_check)
+    assert report["spec"] == "coco" and report["source"] == "ours"
+
+
+@pytest.mark.slow
+def test_export_official_checkpoint_cli(tmp_path):
+    ckpt = write_standin_checkpoint("w32_crowdpose", tmp_path / "pose_dekr_hrnetw32_crowdpose.pth")
+    out = tmp_path / "w32.onnx"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "export.py"), "--ckpt", str(ckpt),
+                           "--out", str(out), "--input-size", "128", "128"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "crowdpose, 14 keypoints" in proc.stdout and "ok" in proc.stdout
+
+
+def test_export_errors(tmp_path, capsys):
+    import export
+
+    ckpt = small_checkpoint(tmp_path / "demo.ckpt")
+    with pytest.raises(SystemExit, match="chosen spec 'crowdpose' has 14"):
+        export.main(["--ckpt", str(ckpt), "--spec", "crowdpose"])
+    with pytest.raises(SystemExit, match="multiples of 32"):
+        export.main(["--ckpt", str(ckpt), "--input-size", "100", "100"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        export.main(["--ckpt", str(tmp_path / "nope.ckpt")])

@@ -1,0 +1,152 @@
+"""Model loading for deployment, ONNX / TorchScript export checked against PyTorch, decoding an
+exported model's outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dekr.data.dataset import read_image_rgb
+from dekr.export import (
+    ModelLoadError,
+    OnnxPoseNet,
+    export_onnx,
+    export_torchscript,
+    guess_official_config,
+    load_model,
+    spec_metadata,
+    verify_export,
+)
+from dekr.inference import DecodeConfig, predict_poses
+
+from tests.conftest import FIXTURES
+from tests.official_standin import standin_state_dict, write_standin_checkpoint
+
+SMALL_NET = dict(backbone="hrnet_w18_small", num_keypoints=17, heatmap_channels=16, offset_channels_per_keypoint=8,
+                 offset_blocks=1)
+
+
+def small_checkpoint(path, spec: str = "coco", seed: int = 0, **net_overrides):
+    """One of our checkpoints with a small random network (as saved by training)."""
+    from dekr.checkpoint import save_module_checkpoint
+    from dekr.module import DEKRModule
+
+    torch.manual_seed(seed)
+    net = {**SMALL_NET, **net_overrides}
+    if spec == "crowdpose":
+        net["num_keypoints"] = 14
+    module = DEKRModule(net=net, spec=spec, decode={"flip_test": False, "input_size": 128})
+    # Non-trivial BatchNorm statistics, so that a train/eval mix-up would show.
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return save_module_checkpoint(module, path)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    path = small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.ckpt")
+    return path, load_model(path)
+
+
+def test_load_our_checkpoint(small_model):
+    path, model = small_model
+    assert model.source == "ours" and model.spec.name == "coco"
+    assert model.decode == {"flip_test": False, "input_size": 128}
+    assert not model.net.training
+    from dekr.module import DEKRModule
+
+    ref = DEKRModule.load_from_checkpoint(path, map_location="cpu").net.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(ref(x), model.net(x)):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("variant", ["w32_coco", "w32_crowdpose"])
+def test_load_official_checkpoint_recognises_variant(tmp_path, variant):
+    path = write_standin_checkpoint(variant, tmp_path / f"pose_dekr_hrnet{variant}.pth")
+    model = load_model(path)
+    assert model.source == "official" and model.config == f"{variant}.yaml"
+    assert model.spec.name == variant.split("_")[1]
+    assert guess_official_config(standin_state_dict("w48_coco")) == "w48_coco.yaml"
+
+
+def test_load_errors(tmp_path, small_model):
+    path, _ = small_model
+    with pytest.raises(ModelLoadError, match="predicts 17 keypoints .*'coco'.* chosen spec 'crowdpose' has 14"):
+        load_model(path, spec="crowdpose")
+    official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")
+    with pytest.raises(ModelLoadError, match="predicts 14 keypoints .*chosen spec 'coco' has 17"):
+        load_model(official, spec="coco")
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        load_model(official, config="w32_coco.yaml")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "missing.ckpt")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
+        load_model(garbage)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match="not a readable"):
+        load_model(truncated)
+    other = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(ModelLoadError, match="not an official DEKR checkpoint"):
+        load_model(other)
+
+
+@pytest.mark.parametrize("backend", ["grid_sample", "torchvision"])
+def test_onnx_matches_pytorch_at_two_sizes(tmp_path, backend):
+    """Dynamic batch and spatial axes: one export, run by onnxruntime at two batch sizes and sizes."""
+    path = small_checkpoint(tmp_path / "m.ckpt", adaptive_backend=backend)
+    model = load_model(path)
+    onnx_path = export_onnx(model.net, tmp_path / "m.onnx", (96, 128), metadata=spec_metadata(model.spec, model.decode))
+    runner = OnnxPoseNet(onnx_path)
+    report = verify_export(model.net, runner, [(1, 3, 96, 128), (3, 3, 160, 96)])
+    for row in report:
+        assert row["heatmaps"] < 1e-4 and row["offsets"] < 1e-4, row
+    out = runner(torch.zeros(3, 3, 160, 96))
+    assert out[0].shape == (3, 18, 40, 24) and out[1].shape == (3, 34, 40, 24)
+    assert runner.spec == model.spec
+    assert runner.decode == {"flip_test": False, "input_size": 128}
+
+
+def test_onnx_static_and_opset(tmp_path, small_model):
+    _, model = small_model
+    path = export_onnx(model.net, tmp_path / "static.onnx", (64, 64), dynamic=False)
+    runner = OnnxPoseNet(path)
+    assert verify_export(model.net, runner, [(1, 3, 64, 64)])[0]["offsets"] < 1e-4
+    with pytest.raises(Exception):
+        runner(torch.zeros(1, 3, 96, 64))
+    with pytest.raises(ModelLoadError, match="no keypoint spec"):
+        runner.spec
+    with pytest.raises(ValueError, match="opset >= 16"):
+        export_onnx(model.net, tmp_path / "old.onnx", (64, 64), opset=13)
+
+
+def test_decoding_the_onnx_model_gives_the_pytorch_poses(tmp_path, small_model):
+    _, model = small_model
+    path = export_onnx(model.net, tmp_path / "m.onnx", (128, 128), metadata=spec_metadata(model.spec, model.decode))
+    runner = OnnxPoseNet(path)
+    images = [read_image_rgb(FIXTURES / "coco" / "000000000785.jpg"),
+              read_image_rgb(FIXTURES / "posetrack18_frames" / "000000.jpg")]
+    cfg = DecodeConfig.for_dataset(runner.spec, **runner.decode)
+    ours = predict_poses(model.net, images, model.spec, cfg)
+    exported = predict_poses(runner, images, runner.spec, cfg)
+    for a, b in zip(ours, exported):
+        assert a["keypoints"].shape == b["keypoints"].shape
+        np.testing.assert_allclose(a["keypoints"].numpy(), b["keypoints"].numpy(), rtol=1e-3, atol=1e-2)
+
+
+def test_torchscript_matches_pytorch(tmp_path, small_model):
+    _, model = small_model
+    meta = spec_metadata(model.spec, model.decode)
+    path = export_torchscript(model.net, tmp_path / "m.torchscript.pt", (64, 64), extra_files=meta)
+    extra = {"dekr.spec": ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    assert extra["dekr.spec"].decode() == meta["dekr.spec"]
+    for row in verify_export(model.net, loaded, [(1, 3, 64, 64), (2, 3, 96, 128)]):
+        assert row["heatmaps"] < 1e-5 and row["offsets"] < 1e-5

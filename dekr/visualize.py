@@ -1,0 +1,136 @@
+"""Drawing poses on images: skeletons colored per limb (or per person), keypoint score threshold,
+person / track ids.
+
+All images are (H, W, 3) uint8 **RGB** (convert with ``cv2.cvtColor`` before ``cv2.imwrite``);
+keypoints are (P, K, 3) as (x, y, score) in the image's pixels.
+"""
+from __future__ import annotations
+
+import colorsys
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+ColorBy = Literal["limb", "person"]
+RGB = tuple[int, int, int]
+
+
+def _hsv_rgb(h: float, s: float, v: float) -> RGB:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def limb_colors(skeleton: Sequence[tuple[int, int]], keypoint_names: Sequence[str] | None = None) -> list[RGB]:
+    """One color per limb: hues spread over the limbs in skeleton order; with keypoint names,
+    limbs wholly on the left side are drawn a little lighter than those on the right, so that
+    left and right stay apart when they cross."""
+    colors = []
+    n = max(1, len(skeleton))
+    for i, (a, b) in enumerate(skeleton):
+        value = 1.0
+        if keypoint_names is not None:
+            left = keypoint_names[a].startswith("left") and keypoint_names[b].startswith("left")
+            value = 1.0 if left else 0.85
+        colors.append(_hsv_rgb(i / n * 0.9, 0.85, value))
+    return colors
+
+
+def id_color(track_id: int) -> RGB:
+    """A stable, well-separated color for a person / track id (golden-ratio hue steps)."""
+    if track_id < 0:
+        return (200, 200, 200)
+    return _hsv_rgb(0.12 + track_id * 0.618033988749895, 0.8, 1.0)
+
+
+def draw_poses(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    skeleton: Sequence[tuple[int, int]],
+    scores: np.ndarray | None = None,
+    ids: Sequence[int] | np.ndarray | None = None,
+    min_score: float = 0.1,
+    min_pose_score: float = 0.0,
+    color_by: ColorBy = "limb",
+    keypoint_names: Sequence[str] | None = None,
+    show_ids: bool = True,
+    max_poses: int | None = None,
+    thickness: int | None = None,
+) -> np.ndarray:
+    """A copy of ``image`` with the poses drawn.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        keypoints: (P, K, 3) (x, y, score) in image pixels.
+        skeleton: limbs as (a, b) keypoint index pairs (``KeypointSpec.skeleton``).
+        scores: (P,) pose scores; poses under ``min_pose_score`` are skipped, the rest drawn
+            lowest score first (the best pose ends on top). Default: all 1.
+        ids: (P,) person / track ids written next to each pose (default: the pose index);
+            negative ids are drawn grey without a label.
+        min_score: keypoints scoring under this are not drawn, nor the limbs touching them.
+        color_by: ``limb`` (a color per limb, keypoints in the person color) or ``person``
+            (everything in the id's color: easier to follow identities in video).
+        keypoint_names: lets ``limb`` coloring set left-side limbs apart.
+        show_ids: write the id (and score) above each pose.
+        max_poses: draw only the best ``max_poses`` poses.
+        thickness: line width in pixels (default: scales with the image size).
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    canvas = np.ascontiguousarray(image.copy())
+    kps = np.asarray(keypoints, dtype=np.float64)
+    if kps.size == 0:
+        return canvas
+    kps = kps.reshape(len(kps), -1, 3)
+    num = len(kps)
+    scores_arr = np.ones(num) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    ids_arr = np.arange(num) if ids is None else np.asarray(ids).reshape(-1).astype(np.int64)
+    if len(scores_arr) != num or len(ids_arr) != num:
+        raise ValueError(f"{num} poses but {len(scores_arr)} scores and {len(ids_arr)} ids")
+    order = [int(p) for p in np.argsort(-scores_arr, kind="stable") if scores_arr[p] >= min_pose_score]
+    if max_poses is not None:
+        order = order[:max_poses]
+    order = order[::-1]  # draw the best last (on top)
+
+    size = max(canvas.shape[:2])
+    thick = thickness or max(1, round(size / 320))
+    radius = thick + 1
+    font_scale = max(0.35, size / 1400)
+    limb_rgb = limb_colors(skeleton, keypoint_names)
+    h, w = canvas.shape[:2]
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        # Clip far-off predictions: OpenCV draws with int coordinates and overflows otherwise.
+        return int(np.clip(round(x), -4 * w, 5 * w)), int(np.clip(round(y), -4 * h, 5 * h))
+
+    for p in order:
+        pose = kps[p]
+        person = id_color(int(ids_arr[p]))
+        visible = pose[:, 2] >= min_score
+        for limb, (a, b) in enumerate(skeleton):
+            if visible[a] and visible[b]:
+                color = limb_rgb[limb] if color_by == "limb" else person
+                cv2.line(canvas, point(*pose[a, :2]), point(*pose[b, :2]), color, thick, cv2.LINE_AA)
+        for x, y, _ in pose[visible]:
+            cv2.circle(canvas, point(x, y), radius, person, -1, cv2.LINE_AA)
+            cv2.circle(canvas, point(x, y), radius, (0, 0, 0), 1, cv2.LINE_AA)
+        if show_ids and ids_arr[p] >= 0 and visible.any():
+            top = pose[visible][np.argmin(pose[visible, 1])]
+            label = f"#{ids_arr[p]}" + (f" {scores_arr[p]:.2f}" if scores is not None else "")
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            x0, y0 = point(top[0] - tw / 2, top[1] - 2 * radius - th - base)
+            x0, y0 = int(np.clip(x0, 0, max(0, w - tw - 2))), int(np.clip(y0, 0, max(0, h - th - base - 2)))
+            cv2.rectangle(canvas, (x0, y0), (x0 + tw + 2, y0 + th + base + 2), person, -1)
+            cv2.putText(canvas, label, (x0 + 1, y0 + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    return canvas
+
+
+def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``image`` with ``text`` on a dark band at the top left (frame number, fps, ...)."""
+    canvas = np.ascontiguousarray(image.copy())
+    scale = max(0.4, max(canvas.shape[:2]) / 1400)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(canvas, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(canvas, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas

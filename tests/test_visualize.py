@@ -1,0 +1,86 @@
+"""Drawing: limb colors, score threshold, ids, robustness."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dekr.data.dataset import read_image_rgb
+from dekr.data.spec import load_spec
+from dekr.visualize import draw_caption, draw_poses, id_color, limb_colors
+
+from tests.conftest import FIXTURES
+
+SPEC = load_spec("coco")
+
+
+def one_pose(score: float = 1.0) -> np.ndarray:
+    """A straight vertical stick person in a 200x200 image (all 17 keypoints, well apart)."""
+    kps = np.zeros((1, 17, 3))
+    kps[0, :, 0] = 100 + np.array([0, -5, 5, -10, 10, -30, 30, -40, 40, -50, 50, -20, 20, -20, 20, -20, 20])
+    kps[0, :, 1] = np.array([20, 15, 15, 18, 18, 50, 50, 80, 80, 110, 110, 110, 110, 150, 150, 190, 190])
+    kps[0, :, 2] = score
+    return kps
+
+
+def test_limb_colors_and_threshold():
+    image = np.zeros((200, 200, 3), np.uint8)
+    kps = one_pose()
+    out = draw_poses(image, kps, SPEC.skeleton, min_score=0.5, thickness=5, show_ids=False)
+    assert image.sum() == 0, "the input must not be modified"
+    colors = limb_colors(SPEC.skeleton, SPEC.keypoint_names)
+    assert len(set(colors)) == len(SPEC.skeleton)
+    # Middle of the left shin (15 -> 13, limb 0) has limb 0's color.
+    a, b = SPEC.skeleton[0]
+    mid = ((kps[0, a, :2] + kps[0, b, :2]) / 2).round().astype(int)
+    assert tuple(out[mid[1], mid[0]]) == colors[0]
+    # Under the threshold nothing is drawn.
+    assert draw_poses(image, one_pose(0.2), SPEC.skeleton, min_score=0.5).sum() == 0
+    # A low keypoint removes the limbs touching it only.
+    partial = kps.copy()
+    partial[0, 15, 2] = 0.0
+    out2 = draw_poses(image, partial, SPEC.skeleton, min_score=0.5, thickness=5, show_ids=False)
+    assert out2[mid[1], mid[0]].sum() == 0
+
+
+def test_person_colors_ids_and_order():
+    image = np.zeros((200, 200, 3), np.uint8)
+    kps = one_pose()
+    out = draw_poses(image, kps, SPEC.skeleton, ids=[7], color_by="person", thickness=5, show_ids=False)
+    a, b = SPEC.skeleton[0]
+    mid = ((kps[0, a, :2] + kps[0, b, :2]) / 2).round().astype(int)
+    assert tuple(out[mid[1], mid[0]]) == id_color(7)
+    labelled = draw_poses(image, kps, SPEC.skeleton, ids=[7], color_by="person", thickness=5)
+    top = labelled[:15]
+    assert (np.all(top == id_color(7), axis=-1)).sum() > 20, "the id label's box is in the id color"
+    assert id_color(-1) == (200, 200, 200) and id_color(1) != id_color(2)
+    # Poses under min_pose_score are skipped; max_poses keeps the best.
+    two = np.concatenate([kps, kps + np.array([0, 0, 0])])
+    assert draw_poses(image, two, SPEC.skeleton, scores=[0.1, 0.05], min_pose_score=0.5).sum() == 0
+    best_only = draw_poses(image, two, SPEC.skeleton, scores=[0.9, 0.1], ids=[1, 2], max_poses=1,
+                           color_by="person", thickness=5, show_ids=False)
+    assert tuple(best_only[mid[1], mid[0]]) == id_color(1)
+
+
+def test_bad_inputs_and_far_points():
+    image = np.zeros((50, 60, 3), np.uint8)
+    assert draw_poses(image, np.zeros((0, 17, 3)), SPEC.skeleton).shape == image.shape
+    far = one_pose() * np.array([1e9, -1e9, 1])
+    draw_poses(image, far, SPEC.skeleton)  # no OpenCV overflow
+    with pytest.raises(ValueError, match="2 poses but 1 scores"):
+        draw_poses(image, np.concatenate([one_pose(), one_pose()]), SPEC.skeleton, scores=[1.0])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        draw_poses(np.zeros((5, 5)), one_pose(), SPEC.skeleton)
+    assert draw_caption(image, "frame 3").sum() > 0
+
+
+def test_draws_real_annotations():
+    gt = json.loads((FIXTURES / "coco" / "test_coco.json").read_text())
+    image = read_image_rgb(FIXTURES / "coco" / "000000197388.jpg")
+    anns = [a for a in gt["annotations"] if a["image_id"] == 197388 and a["num_keypoints"] > 0]
+    kps = np.stack([np.asarray(a["keypoints"], float).reshape(-1, 3) for a in anns])
+    kps[..., 2] = (kps[..., 2] > 0).astype(float)
+    out = draw_poses(image, kps, SPEC.skeleton, keypoint_names=SPEC.keypoint_names)
+    changed = np.any(out != image, axis=-1).mean()
+    assert 0.005 < changed < 0.2

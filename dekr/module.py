@@ -158,7 +158,9 @@ class DEKRModule(L.LightningModule):
                                    "init_from": init_from, "init_from_spec": init_from_spec,
                                    "compile": compile, "metric_backend": metric_backend})
         self.net = DEKRNet(net_cfg)
-        self._forward_net: Any = self.net
+        # The callable used for forward passes: ``self.net`` or its torch.compile wrapper. Kept
+        # out of the module registry, so that state dicts hold each tensor once, under ``net.``.
+        self.__dict__["_forward_net"] = self.net
         if self.optim_cfg.freeze_backbone:
             self.net.backbone.requires_grad_(False)
         self.val_metric: Any = None
@@ -173,7 +175,7 @@ class DEKRModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.compile_net and self._forward_net is self.net:
             # Compile a view of the same parameters; the state dict keys stay ``net.*``.
-            self._forward_net = torch.compile(self.net)
+            self.__dict__["_forward_net"] = torch.compile(self.net)
 
     def train(self, mode: bool = True) -> "DEKRModule":
         super().train(mode)

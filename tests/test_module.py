@@ -186,3 +186,9 @@ def test_init_from_applies_at_fit_start_but_not_on_resume(tmp_path: Path) -> Non
     trainer(tmp_path, max_epochs=2, enable_checkpointing=False).fit(
         resumed, loader(fake_batches()), ckpt_path=str(tmp_path / "c" / "last.ckpt"))
     assert resumed.transfer_report is None
+
+
+def test_state_dict_holds_each_tensor_once_under_net() -> None:
+    module = tiny_module()
+    keys = set(module.state_dict())
+    assert keys == {f"net.{k}" for k in module.net.state_dict()}

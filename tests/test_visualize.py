@@ -84,3 +84,34 @@ def test_draws_real_annotations():
     out = draw_poses(image, kps, SPEC.skeleton, keypoint_names=SPEC.keypoint_names)
     changed = np.any(out != image, axis=-1).mean()
     assert 0.005 < changed < 0.2
+
+
+def test_make_figures_sample_and_curves(tmp_path):
+    """scripts/make_figures.py: the sample image, and the training curve from metrics.json and CSV."""
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import make_figures
+
+    history = [{"epoch": e, "step": 32 * (e + 1), "train/epoch_loss": 0.1 / (e + 1),
+                **({"val/AP": 0.05 * ((e + 1) // 5 - 1)} if e >= 4 else {})} for e in range(20)]
+    (tmp_path / "metrics.json").write_text(json.dumps({"best_score": 0.15, "history": history}))
+    written = make_figures.main(["--out", str(tmp_path / "figs"), "--metrics", str(tmp_path / "metrics.json")])
+    assert [p.name for p in written] == ["sample_poses.png", "training_curve.png"]
+    curve = read_image_rgb(tmp_path / "figs" / "training_curve.png")
+    assert curve.shape[1] > 600 and (curve < 250).any()
+    rows = make_figures.read_history(tmp_path / "metrics.json")
+    key, xs, ys = make_figures._series(rows, make_figures.AP_KEYS, dedupe=True)
+    assert key == "val/AP" and xs == [5, 10, 15, 20] and ys == pytest.approx([0.0, 0.05, 0.1, 0.15])
+
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,train/loss_epoch,val/AP\n0,31,0.5,\n0,31,,0.1\n1,63,0.4,\n1,63,,0.2\n")
+    rows = make_figures.read_history(csv_path)
+    assert rows == [{"epoch": 0.0, "step": 31.0, "train/loss_epoch": 0.5, "val/AP": 0.1},
+                    {"epoch": 1.0, "step": 63.0, "train/loss_epoch": 0.4, "val/AP": 0.2}]
+    make_figures.main(["--out", str(tmp_path / "csv"), "--metrics", str(csv_path), "--only", "curve"])
+    assert (tmp_path / "csv" / "training_curve.png").is_file()
+    with pytest.raises(SystemExit, match="does not exist"):
+        make_figures.main(["--out", str(tmp_path), "--metrics", str(tmp_path / "none.json"), "--only", "curve"])

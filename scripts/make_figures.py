@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""The README's figures, regenerated from the repository (OpenCV only, no plotting library).
+
+    python scripts/make_figures.py                                   # sample poses (ground truth)
+    python scripts/make_figures.py --ckpt runs/demo/checkpoints/last.ckpt --metrics runs/demo/metrics.json
+    python scripts/make_figures.py --metrics lightning_logs/version_0/metrics.csv --only curve
+
+Writes to ``--out`` (default ``docs/figures/``):
+
+* ``sample_poses.png``: a real COCO image (``tests/fixtures/coco_minicoco``, 000000444294.jpg,
+  CC BY 2.0) with its ground-truth poses drawn by :func:`dekr.visualize.draw_poses`;
+* ``demo_predictions.png`` (with ``--ckpt``): the model's predictions on synthetic validation
+  images (the demo's data), next to the ground truth;
+* ``training_curve.png`` (with ``--metrics``): training loss and validation OKS-AP per epoch, from
+  the ``metrics.json`` of ``scripts/train.py`` (its ``history``) or a Lightning ``metrics.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dekr.data.spec import load_spec  # noqa: E402
+from dekr.visualize import draw_poses  # noqa: E402
+
+SAMPLE_IMAGE = ROOT / "tests/fixtures/coco_minicoco/images/train2017/000000444294.jpg"
+SAMPLE_ANNOTATIONS = ROOT / "tests/fixtures/coco_minicoco/annotations/person_keypoints_train2017.json"
+SAMPLE_CREDIT = "COCO 444294, Flickr, CC BY 2.0"
+LOSS_KEYS = ("train/epoch_loss", "train/loss_epoch", "train/loss")
+AP_KEYS = ("val/AP",)
+
+
+def save_png(path: Path, rgb: np.ndarray, max_width: int) -> Path:
+    if rgb.shape[1] > max_width:
+        scale = max_width / rgb.shape[1]
+        rgb = cv2.resize(rgb, (max_width, round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return path
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    out = image.copy()
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    h = out.shape[0]
+    cv2.rectangle(out, (0, h - th - base - 6), (tw + 8, h), (0, 0, 0), -1)
+    cv2.putText(out, text, (4, h - base - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- poses
+def sample_poses(out: Path, max_width: int = 480) -> Path:
+    from dekr.data.dataset import read_image_rgb
+
+    spec = load_spec("coco")
+    gt = json.loads(SAMPLE_ANNOTATIONS.read_text())
+    image_id = int(SAMPLE_IMAGE.stem)
+    anns = [a for a in gt["annotations"] if a["image_id"] == image_id and a["num_keypoints"] > 0
+            and not a.get("iscrowd", 0)]
+    kps = np.stack([np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in anns])
+    kps[..., 2] = (kps[..., 2] > 0).astype(np.float64)
+    image = read_image_rgb(SAMPLE_IMAGE)
+    drawn = draw_poses(image, kps, spec.skeleton, ids=np.arange(len(kps)), keypoint_names=spec.keypoint_names,
+                       min_score=0.5)
+    return save_png(out / "sample_poses.png", caption(drawn, f"ground truth; {SAMPLE_CREDIT}"), max_width)
+
+
+def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int | None = None) -> Path:
+    """Predictions of ``ckpt`` on the demo's synthetic validation images (top row: predictions,
+    bottom row: ground truth)."""
+    from dekr.config import load_section
+    from dekr.data.synthetic import SyntheticConfig, annotate_scene, render_scene
+    from dekr.export import load_model
+    from dekr.inference import DecodeConfig, predict_poses
+
+    model = load_model(ckpt)
+    data = load_section("demo.yaml", "data")
+    syn_cfg = SyntheticConfig(**{k: v for k, v in (data.get("synthetic") or {}).items()
+                                 if k in SyntheticConfig.__dataclass_fields__})
+    size = input_size or int(data.get("input_size", 128))
+    cfg = DecodeConfig.for_dataset(model.spec, **{**model.decode, "input_size": size})
+    images, truths = [], []
+    for index in range(num_images):
+        images.append(render_scene(syn_cfg.seed, "val", index, syn_cfg))
+        _, anns = annotate_scene(syn_cfg.seed, "val", index, syn_cfg, image_id=index + 1, first_ann_id=1)
+        truths.append(_truth_keypoints(anns))
+    preds = predict_poses(model.net.eval(), images, model.spec, cfg)
+    top, bottom = [], []
+    for image, pred, truth in zip(images, preds, truths):
+        kps, scores = pred["keypoints"].numpy(), pred["scores"].numpy()
+        best = scores >= max(0.05, scores.max() * 0.5) if len(scores) else scores.astype(bool)
+        top.append(draw_poses(image, kps[best], model.spec.skeleton, scores=scores[best], min_score=0.05,
+                              keypoint_names=model.spec.keypoint_names, thickness=1, show_ids=False))
+        bottom.append(draw_poses(image, truth, model.spec.skeleton, min_score=0.5,
+                                 keypoint_names=model.spec.keypoint_names, thickness=1, show_ids=False))
+    h = max(im.shape[0] for im in images)
+    pad = lambda im: cv2.copyMakeBorder(im, 0, h - im.shape[0], 2, 2, cv2.BORDER_CONSTANT, value=(255, 255, 255))  # noqa: E731
+    grid = np.vstack([np.hstack([pad(im) for im in top]), np.full((4, sum(im.shape[1] + 4 for im in top), 3), 255,
+                                                                  np.uint8), np.hstack([pad(im) for im in bottom])])
+    grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.copyMakeBorder(grid, 28, 0, 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    cv2.putText(grid, f"demo model ({Path(ckpt).name}): predictions (top), ground truth (bottom)", (6, 19),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return save_png(out / "demo_predictions.png", grid, 1400)
+
+
+def _truth_keypoints(anns: list[dict]) -> np.ndarray:
+    """COCO annotations -> (P, K, 3), labelled keypoints with score 1."""
+    kps = np.stack([np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in anns])
+    kps[..., 2] = (kps[..., 2] > 0).astype(np.float64)
+    return kps
+
+
+# ---------------------------------------------------------------------------------------------- curves
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Per-epoch rows {epoch, key: value} from ``metrics.json`` (``history``) or a Lightning CSV."""
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        rows = data.get("history", data) if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: no per-epoch 'history' list")
+        return [{k: float(v) for k, v in row.items() if isinstance(v, (int, float))} for row in rows]
+    by_epoch: dict[int, dict[str, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            entry = by_epoch.setdefault(epoch, {"epoch": float(epoch)})
+            for key, value in row.items():
+                if key != "epoch" and value not in (None, ""):
+                    entry[key] = float(value)
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _series(rows: list[dict[str, float]], keys: Sequence[str], dedupe: bool) -> tuple[str | None, list, list]:
+    key = next((k for k in keys if any(k in r for r in rows)), None)
+    xs, ys = [], []
+    if key is None:
+        return None, xs, ys
+    for row in rows:
+        if key in row and math.isfinite(row[key]):
+            # Epoch histories repeat the last validation value until the next one: keep the changes.
+            if dedupe and ys and row[key] == ys[-1]:
+                continue
+            xs.append(row.get("epoch", len(xs)) + 1)
+            ys.append(row[key])
+    return key, xs, ys
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
+    start = math.floor(lo / step) * step
+    return [start + i * step for i in range(int(math.ceil((hi - start) / step)) + 1)]
+
+
+def line_panel(xs: list[float], ys: list[float], title: str, ylabel: str, color: tuple[int, int, int],
+               size: tuple[int, int] = (460, 320), y_from_zero: bool = False) -> np.ndarray:
+    w, h = size
+    panel = np.full((h, w, 3), 255, np.uint8)
+    left, right, top, bottom = 62, 16, 34, 44
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(panel, title, (left, 22), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    if not xs:
+        cv2.putText(panel, "no data", (w // 2 - 30, h // 2), font, 0.5, (120, 120, 120), 1, cv2.LINE_AA)
+        return panel
+    x_ticks = _nice_ticks(min(xs), max(xs))
+    y_lo = 0.0 if y_from_zero else min(ys)
+    y_ticks = _nice_ticks(y_lo, max(ys))
+    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
+    px = lambda x: int(round(left + (x - x0) / max(x1 - x0, 1e-12) * (w - left - right)))  # noqa: E731
+    py = lambda y: int(round(h - bottom - (y - y0) / max(y1 - y0, 1e-12) * (h - top - bottom)))  # noqa: E731
+    for t in y_ticks:
+        cv2.line(panel, (left, py(t)), (w - right, py(t)), (230, 230, 230), 1)
+        label = f"{t:.3g}"
+        (tw, _), _ = cv2.getTextSize(label, font, 0.4, 1)
+        cv2.putText(panel, label, (left - tw - 6, py(t) + 4), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    for t in x_ticks:
+        label = f"{t:g}"
+        (tw, _), _ = cv2.getTextSize(label, font, 0.4, 1)
+        cv2.line(panel, (px(t), h - bottom), (px(t), h - bottom + 4), (60, 60, 60), 1)
+        cv2.putText(panel, label, (px(t) - tw // 2, h - bottom + 18), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.rectangle(panel, (left, top), (w - right, h - bottom), (60, 60, 60), 1)
+    cv2.putText(panel, "epoch", (w // 2 - 20, h - 8), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    rotated = np.full((20, h), 255, np.uint8)
+    cv2.putText(rotated, ylabel, (h // 2 - 8 * len(ylabel) // 2, 15), font, 0.45, 0, 1, cv2.LINE_AA)
+    label_img = cv2.rotate(rotated, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    panel[:, :20] = np.minimum(panel[:, :20], label_img[..., None])
+    points = np.array([[px(x), py(y)] for x, y in zip(xs, ys)], np.int32)
+    cv2.polylines(panel, [points], False, color, 2, cv2.LINE_AA)
+    for p in points:
+        cv2.circle(panel, tuple(int(v) for v in p), 3, color, -1, cv2.LINE_AA)
+    return panel
+
+
+def training_curve(metrics: Path, out: Path) -> Path:
+    rows = read_history(metrics)
+    if not rows:
+        raise SystemExit(f"error: {metrics} holds no per-epoch metrics")
+    loss_key, lx, ly = _series(rows, LOSS_KEYS, dedupe=False)
+    ap_key, ax, ay = _series(rows, AP_KEYS, dedupe=True)
+    if loss_key is None and ap_key is None:
+        keys = sorted({k for r in rows for k in r})
+        raise SystemExit(f"error: {metrics} has neither a training loss ({', '.join(LOSS_KEYS)}) nor val/AP; "
+                         f"keys: {keys}")
+    left = line_panel(lx, ly, "training loss", loss_key or "loss", (31, 119, 180))
+    right = line_panel(ax, ay, "validation OKS-AP", "AP", (214, 39, 40), y_from_zero=True)
+    figure = np.hstack([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right])
+    return save_png(out / "training_curve.png", figure, 1000)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    parser.add_argument("--ckpt", type=Path, help="demo checkpoint: adds demo_predictions.png")
+    parser.add_argument("--metrics", type=Path, help="metrics.json of scripts/train.py or a Lightning metrics.csv")
+    parser.add_argument("--only", choices=["sample", "predictions", "curve"], nargs="+")
+    args = parser.parse_args(argv)
+    wanted = set(args.only or ["sample", "predictions", "curve"])
+    written = []
+    if "sample" in wanted:
+        written.append(sample_poses(args.out))
+    if "predictions" in wanted and args.ckpt:
+        written.append(demo_predictions(args.ckpt, args.out))
+    if "curve" in wanted and args.metrics:
+        if not args.metrics.is_file():
+            raise SystemExit(f"error: {args.metrics} does not exist (train first: python scripts/train.py "
+                             "--config demo.yaml)")
+        written.append(training_curve(args.metrics, args.out))
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    return written
+
+
+if __name__ == "__main__":
+    main()

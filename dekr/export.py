@@ -12,6 +12,7 @@ or TorchScript, verify the export, and run an exported ONNX model through the no
 * :class:`OnnxPoseNet` wraps an ONNX file (onnxruntime) as a callable with the network's
   signature, so :func:`dekr.inference.predict_poses` decodes its outputs exactly as PyTorch's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -66,8 +67,10 @@ def _read_checkpoint(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle, not a torch file: all "unreadable"
-        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): "
-                             f"{type(err).__name__}: {str(err)[:300]}") from err
+        raise ModelLoadError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): "
+            f"{type(err).__name__}: {str(err)[:300]}"
+        ) from err
 
 
 def guess_official_config(state: dict[str, Tensor]) -> str:
@@ -76,13 +79,17 @@ def guess_official_config(state: dict[str, Tensor]) -> str:
     branches = {int(k.split(".")[1]) for k in keys if k.startswith("offset_final_layer.")}
     width_key = next((k for k in state if k.removeprefix("module.") == "transition1.0.0.weight"), None)
     if not branches or width_key is None:
-        raise ModelLoadError("not an official DEKR checkpoint (no offset_final_layer.* / transition1 keys) "
-                             "and not one of ours (no hyper_parameters)")
+        raise ModelLoadError(
+            "not an official DEKR checkpoint (no offset_final_layer.* / transition1 keys) "
+            "and not one of ours (no hyper_parameters)"
+        )
     width = int(state[width_key].shape[0])
     dataset = {17: "coco", 14: "crowdpose"}.get(len(branches))
     if width not in (32, 48) or dataset is None:
-        raise ModelLoadError(f"official checkpoint with HRNet width {width} and {len(branches)} keypoints matches "
-                             "none of w32/w48 x coco/crowdpose: pass --config for its run config")
+        raise ModelLoadError(
+            f"official checkpoint with HRNet width {width} and {len(branches)} keypoints matches "
+            "none of w32/w48 x coco/crowdpose: pass --config for its run config"
+        )
     return f"w{width}_{dataset}.yaml"
 
 
@@ -93,14 +100,16 @@ def _check_spec(spec: KeypointSpec, wanted: str | KeypointSpec | None, path: Pat
     if want.keypoint_names != spec.keypoint_names:
         raise ModelLoadError(
             f"checkpoint {path.name} predicts {spec.num_keypoints} keypoints (spec {spec.name!r}: "
-            f"{', '.join(spec.keypoint_names[:4])}, ...) but the chosen spec {want.name!r} has {want.num_keypoints} "
-            f"({', '.join(want.keypoint_names[:4])}, ...); drop --spec to use the checkpoint's own spec, or pick a "
-            f"checkpoint trained for {want.name!r}")
+            f"{', '.join(spec.keypoint_names[:4])}, ...) but the chosen spec {want.name!r} has "
+            f"{want.num_keypoints} ({', '.join(want.keypoint_names[:4])}, ...); drop --spec to use the "
+            f"checkpoint's own spec, or pick a checkpoint trained for {want.name!r}"
+        )
     return want
 
 
-def load_model(path: str | Path, config: str | Path | None = None, spec: str | KeypointSpec | None = None
-               ) -> LoadedModel:
+def load_model(
+    path: str | Path, config: str | Path | None = None, spec: str | KeypointSpec | None = None
+) -> LoadedModel:
     """Load our Lightning checkpoint or an official DEKR ``.pth`` (converted on the fly).
 
     Args:
@@ -176,16 +185,27 @@ def exportable(net: DEKRNet) -> nn.Module:
 def spec_metadata(spec: KeypointSpec, decode: dict[str, Any] | None = None, **extra: Any) -> dict[str, str]:
     """ONNX metadata: the keypoint spec (everything decoding needs) and the decode defaults."""
     spec_dict = {k: v for k, v in asdict(spec).items() if k != "extra"}
-    meta = {"dekr.spec": json.dumps(spec_dict), "dekr.decode": json.dumps(decode or {}, default=str),
-            "dekr.outputs": "heatmaps (N, K+1, H/4, W/4): K keypoints then the center; offsets (N, 2K, H/4, W/4): "
-                            "(x, y) per keypoint in output pixels, keypoint = pixel - offset",
-            "dekr.input": "images (N, 3, H, W) float32 RGB / 255, ImageNet mean/std normalised; H, W multiples of 32"}
+    meta = {
+        "dekr.spec": json.dumps(spec_dict),
+        "dekr.decode": json.dumps(decode or {}, default=str),
+        "dekr.outputs": "heatmaps (N, K+1, H/4, W/4): K keypoints then the center; "
+        "offsets (N, 2K, H/4, W/4): (x, y) per keypoint in output pixels, keypoint = pixel - offset",
+        "dekr.input": "images (N, 3, H, W) float32 RGB / 255, ImageNet mean/std normalised; "
+        "H, W multiples of 32",
+    }
     meta.update({f"dekr.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
     return meta
 
 
-def export_onnx(net: DEKRNet, path: str | Path, input_size: tuple[int, int] = (512, 512), batch_size: int = 1,
-                dynamic: bool = True, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> Path:
+def export_onnx(
+    net: DEKRNet,
+    path: str | Path,
+    input_size: tuple[int, int] = (512, 512),
+    batch_size: int = 1,
+    dynamic: bool = True,
+    opset: int = ONNX_OPSET,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Export ``net`` to ONNX.
 
     Args:
@@ -197,20 +217,33 @@ def export_onnx(net: DEKRNet, path: str | Path, input_size: tuple[int, int] = (5
     import onnx
 
     if opset < 16:
-        raise ValueError(f"the adaptive convolution exports through GridSample, which needs opset >= 16 (got {opset})")
+        raise ValueError(
+            f"the adaptive convolution exports through GridSample, which needs opset >= 16 (got {opset})"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = exportable(net)
     example = torch.zeros(batch_size, 3, *input_size)
     axes = None
     if dynamic:
-        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                OUTPUT_NAMES[0]: {0: "batch", 2: "out_height", 3: "out_width"},
-                OUTPUT_NAMES[1]: {0: "batch", 2: "out_height", 3: "out_width"}}
+        axes = {
+            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAMES[0]: {0: "batch", 2: "out_height", 3: "out_width"},
+            OUTPUT_NAMES[1]: {0: "batch", 2: "out_height", 3: "out_width"},
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic, deprecation notices
-        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     for key, value in (metadata or {}).items():
@@ -220,8 +253,12 @@ def export_onnx(net: DEKRNet, path: str | Path, input_size: tuple[int, int] = (5
     return path
 
 
-def export_torchscript(net: DEKRNet, path: str | Path, input_size: tuple[int, int] = (512, 512),
-                       extra_files: dict[str, str] | None = None) -> Path:
+def export_torchscript(
+    net: DEKRNet,
+    path: str | Path,
+    input_size: tuple[int, int] = (512, 512),
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Trace ``net`` to TorchScript (any batch and size that are multiples of 32 work: the shape
     arithmetic is traced). ``torch.jit`` is deprecated in recent PyTorch but still loads anywhere
     libtorch runs. ``extra_files`` (e.g. :func:`spec_metadata`) are stored beside the code
@@ -252,8 +289,9 @@ class OnnxPoseNet:
             raise ModelLoadError(f"ONNX model {self.path} does not exist")
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), options,
-                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
         self.device = torch.device("cpu")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
@@ -268,8 +306,9 @@ class OnnxPoseNet:
         return json.loads(self.metadata.get("dekr.decode", "{}"))
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        heatmaps, offsets = self.session.run(list(OUTPUT_NAMES),
-                                             {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
+        heatmaps, offsets = self.session.run(
+            list(OUTPUT_NAMES), {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()}
+        )
         return torch.from_numpy(heatmaps), torch.from_numpy(offsets)
 
 
@@ -281,8 +320,9 @@ def relative_error(reference: Tensor | np.ndarray, value: Tensor | np.ndarray) -
 
 
 @torch.no_grad()
-def verify_export(net: DEKRNet, runner: Any, shapes: Sequence[tuple[int, int, int, int]], seed: int = 0
-                  ) -> list[dict[str, Any]]:
+def verify_export(
+    net: DEKRNet, runner: Any, shapes: Sequence[tuple[int, int, int, int]], seed: int = 0
+) -> list[dict[str, Any]]:
     """Compare an exported model (``runner(tensor) -> (heatmaps, offsets)``) with PyTorch on random
     inputs of each (N, 3, H, W) shape -> per shape ``{"shape", "heatmaps", "offsets"}`` relative errors."""
     net = net.eval()
@@ -292,6 +332,10 @@ def verify_export(net: DEKRNet, runner: Any, shapes: Sequence[tuple[int, int, in
         x = torch.randn(*shape, generator=gen)
         ref = net(x)
         out = runner(x)
-        report.append({"shape": tuple(shape), **{name: relative_error(r.cpu(), o.cpu())
-                                                 for name, r, o in zip(OUTPUT_NAMES, ref, out)}})
+        report.append(
+            {
+                "shape": tuple(shape),
+                **{name: relative_error(r.cpu(), o.cpu()) for name, r, o in zip(OUTPUT_NAMES, ref, out)},
+            }
+        )
     return report

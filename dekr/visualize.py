@@ -4,6 +4,7 @@ person / track ids.
 All images are (H, W, 3) uint8 **RGB** (convert with ``cv2.cvtColor`` before ``cv2.imwrite``);
 keypoints are (P, K, 3) as (x, y, score) in the image's pixels.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -21,7 +22,9 @@ def _hsv_rgb(h: float, s: float, v: float) -> RGB:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def limb_colors(skeleton: Sequence[tuple[int, int]], keypoint_names: Sequence[str] | None = None) -> list[RGB]:
+def limb_colors(
+    skeleton: Sequence[tuple[int, int]], keypoint_names: Sequence[str] | None = None
+) -> list[RGB]:
     """One color per limb: hues spread over the limbs in skeleton order; with keypoint names,
     limbs wholly on the left side are drawn a little lighter than those on the right, so that
     left and right stay apart when they cross."""
@@ -121,8 +124,16 @@ def draw_poses(
             x0, y0 = point(top[0] - tw / 2, top[1] - 2 * radius - th - base)
             x0, y0 = int(np.clip(x0, 0, max(0, w - tw - 2))), int(np.clip(y0, 0, max(0, h - th - base - 2)))
             cv2.rectangle(canvas, (x0, y0), (x0 + tw + 2, y0 + th + base + 2), person, -1)
-            cv2.putText(canvas, label, (x0 + 1, y0 + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            cv2.putText(
+                canvas,
+                label,
+                (x0 + 1, y0 + th + 1),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                font_scale,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
     return canvas
 
 

@@ -3,7 +3,8 @@
 
     python scripts/export.py --ckpt runs/demo/checkpoints/last.ckpt --format onnx
     python scripts/export.py --ckpt pose_dekr_hrnetw32_coco.pth --format onnx torchscript --input-size 512 512
-    python scripts/export.py --ckpt pose_dekr_hrnetw48_crowdpose.pth --config w48_crowdpose.yaml --out w48.onnx
+    python scripts/export.py --ckpt pose_dekr_hrnetw48_crowdpose.pth --config w48_crowdpose.yaml \
+        --out w48.onnx
 
 ``--ckpt`` takes our Lightning checkpoints and official DEKR ``.pth`` files (converted on the fly;
 the variant is recognised from the tensor shapes, ``--config`` overrides). The ONNX model has
@@ -12,6 +13,7 @@ decode defaults are stored in its metadata. After export the model is run with o
 export size and at a second size, and compared with PyTorch (relative error printed; the script
 fails above ``--tolerance``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,20 +42,35 @@ def check_shapes(height: int, width: int, batch: int, dynamic: bool) -> list[tup
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ckpt", required=True, help="our .ckpt or an official DEKR .pth")
     parser.add_argument("--config", help="run config of an official checkpoint (default: recognised)")
     parser.add_argument("--spec", help="expected keypoint spec (error if the checkpoint has another)")
     parser.add_argument("--format", nargs="+", choices=["onnx", "torchscript"], default=["onnx"])
-    parser.add_argument("--out", help="output path (default: the checkpoint's name with .onnx / .torchscript.pt); "
-                                      "with several formats, the suffix is replaced per format")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="example input size, multiples of 32 (default: the decode input size, square)")
+    parser.add_argument(
+        "--out",
+        help="output path (default: the checkpoint's name with .onnx / .torchscript.pt); "
+        "with several formats, the suffix is replaced per format",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="example input size, multiples of 32 (default: the decode input size, square)",
+    )
     parser.add_argument("--batch", type=int, default=1, help="example batch size")
     parser.add_argument("--static", action="store_true", help="fixed batch and size instead of dynamic axes")
     parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime comparison")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max relative error accepted by the check")
+    parser.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip the onnxruntime comparison"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max relative error accepted by the check"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -70,11 +87,21 @@ def main(argv: list[str] | None = None) -> dict:
     failed = False
     for fmt in args.format:
         suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
-        out = Path(args.out) if args.out and len(args.format) == 1 else \
-            (Path(args.out).with_suffix(suffix) if args.out else ckpt.with_suffix(suffix))
+        out = (
+            Path(args.out)
+            if args.out and len(args.format) == 1
+            else (Path(args.out).with_suffix(suffix) if args.out else ckpt.with_suffix(suffix))
+        )
         if fmt == "onnx":
-            export_onnx(model.net, out, (height, width), args.batch, dynamic=not args.static, opset=args.opset,
-                        metadata=meta)
+            export_onnx(
+                model.net,
+                out,
+                (height, width),
+                args.batch,
+                dynamic=not args.static,
+                opset=args.opset,
+                metadata=meta,
+            )
             runner = OnnxPoseNet(out) if args.check else None
         else:
             import torch
@@ -82,16 +109,22 @@ def main(argv: list[str] | None = None) -> dict:
             export_torchscript(model.net, out, (height, width), extra_files=meta)
             runner = torch.jit.load(str(out)) if args.check else None
         entry: dict = {"path": str(out), "size_mb": round(out.stat().st_size / 2**20, 1)}
-        print(f"{fmt}: wrote {out} ({entry['size_mb']} MB; spec {model.spec.name}, {model.spec.num_keypoints} keypoints"
-              f"{'' if args.static else '; dynamic batch/height/width'})")
+        print(
+            f"{fmt}: wrote {out} ({entry['size_mb']} MB; spec {model.spec.name}, "
+            f"{model.spec.num_keypoints} keypoints"
+            f"{'' if args.static else '; dynamic batch/height/width'})"
+        )
         if runner is not None:
-            entry["check"] = verify_export(model.net, runner, check_shapes(height, width, args.batch,
-                                                                           dynamic=not args.static))
+            entry["check"] = verify_export(
+                model.net, runner, check_shapes(height, width, args.batch, dynamic=not args.static)
+            )
             for row in entry["check"]:
                 ok = max(row["heatmaps"], row["offsets"]) < args.tolerance
                 failed |= not ok
-                print(f"  check {row['shape']}: relative error heatmaps {row['heatmaps']:.2e}, "
-                      f"offsets {row['offsets']:.2e} {'ok' if ok else f'ABOVE {args.tolerance:g}'}")
+                print(
+                    f"  check {row['shape']}: relative error heatmaps {row['heatmaps']:.2e}, "
+                    f"offsets {row['offsets']:.2e} {'ok' if ok else f'ABOVE {args.tolerance:g}'}"
+                )
         report["exports"][fmt] = entry
     if failed:
         print(json.dumps(report, indent=2, default=str), file=sys.stderr)

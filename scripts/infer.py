@@ -26,6 +26,7 @@ filter per track); options in ``--infer-config`` (a YAML with ``decode``, ``smoo
 ``--decode`` / ``--draw`` ``key=value`` overrides. Unreadable files in a folder are skipped and
 listed; a video or camera that fails mid-way, an error or Ctrl-C keep the results so far.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -61,12 +62,12 @@ class InputError(RuntimeError):
 @dataclass
 class DrawOptions:
     """Attributes:
-        enabled: write drawn images / video at all.
-        kpt_thr: keypoints scoring under this are not drawn (nor their limbs).
-        pose_thr: poses scoring under this are neither drawn nor written to the results.
-        color_by: ``limb`` or ``person``.
-        show_ids: write the person / track id above each pose.
-        max_poses: draw at most this many poses per image (best first).
+    enabled: write drawn images / video at all.
+    kpt_thr: keypoints scoring under this are not drawn (nor their limbs).
+    pose_thr: poses scoring under this are neither drawn nor written to the results.
+    color_by: ``limb`` or ``person``.
+    show_ids: write the person / track id above each pose.
+    max_poses: draw at most this many poses per image (best first).
     """
 
     enabled: bool = True
@@ -105,7 +106,9 @@ def load_infer_config(path: str | None) -> dict[str, dict[str, Any]]:
     data = data.get("infer", data)
     unknown = set(data) - {"decode", "smoothing", "tracking", "draw"}
     if unknown:
-        raise SystemExit(f"error: {path}: unknown section(s) {sorted(unknown)}; known: decode, smoothing, tracking, draw")
+        raise SystemExit(
+            f"error: {path}: unknown section(s) {sorted(unknown)}; known: decode, smoothing, tracking, draw"
+        )
     return {k: dict(v or {}) for k, v in data.items()}
 
 
@@ -118,7 +121,9 @@ def classify_input(value: str) -> tuple[str, Any]:
     if path.is_dir():
         return "folder", path
     if not path.exists():
-        raise InputError(f"input {value} does not exist (give an image, a folder, a video file or a camera index)")
+        raise InputError(
+            f"input {value} does not exist (give an image, a folder, a video file or a camera index)"
+        )
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image", path
@@ -157,8 +162,10 @@ def open_capture(kind: str, source: Any) -> cv2.VideoCapture:
     if not capture.isOpened():
         capture.release()
         if kind == "camera":
-            raise InputError(f"camera {source} could not be opened (no such device, in use by another program, or no "
-                             "permission; on Linux `ls /dev/video*` lists the cameras)")
+            raise InputError(
+                f"camera {source} could not be opened (no such device, in use by another program, or no "
+                "permission; on Linux `ls /dev/video*` lists the cameras)"
+            )
         raise InputError(f"cannot open video {source}: unreadable, truncated or in an unsupported format")
     return capture
 
@@ -173,22 +180,34 @@ class Results:
         self.results: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
 
-    def add(self, image: dict[str, Any], keypoints: np.ndarray, scores: np.ndarray,
-            track_ids: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        image: dict[str, Any],
+        keypoints: np.ndarray,
+        scores: np.ndarray,
+        track_ids: np.ndarray | None = None,
+    ) -> None:
         self.images.append(image)
         for p, (kp, score) in enumerate(zip(keypoints, scores)):
-            entry = {"image_id": image["id"], "category_id": 1,
-                     "keypoints": [round(float(v), 2) for v in np.asarray(kp, dtype=np.float64).reshape(-1)],
-                     "score": round(float(score), 5)}
+            entry = {
+                "image_id": image["id"],
+                "category_id": 1,
+                "keypoints": [round(float(v), 2) for v in np.asarray(kp, dtype=np.float64).reshape(-1)],
+                "score": round(float(score), 5),
+            }
             if track_ids is not None:
                 entry["track_id"] = int(track_ids[p])
             self.results.append(entry)
 
     def write(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        category = {"id": 1, "name": "person", "supercategory": "person",
-                    "keypoints": list(self.spec.keypoint_names),
-                    "skeleton": [[a + 1, b + 1] for a, b in self.spec.skeleton]}
+        category = {
+            "id": 1,
+            "name": "person",
+            "supercategory": "person",
+            "keypoints": list(self.spec.keypoint_names),
+            "skeleton": [[a + 1, b + 1] for a, b in self.spec.skeleton],
+        }
         _atomic_json(self.out_dir / "results.json", self.results)
         _atomic_json(self.out_dir / "images.json", {"images": self.images, "categories": [category]})
 
@@ -240,18 +259,24 @@ def build_predictor(args: argparse.Namespace, infer_cfg: dict[str, dict[str, Any
     device = resolve_device(args.device)
     try:
         if str(args.ckpt).endswith(".onnx"):
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
+            providers = (
+                ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
+            )
             net: Any = OnnxPoseNet(args.ckpt, providers)
             spec = load_spec(args.spec) if args.spec else net.spec
             if spec.keypoint_names != net.spec.keypoint_names:
-                raise ModelLoadError(f"{args.ckpt} predicts {net.spec.num_keypoints} keypoints (spec {net.spec.name!r}) "
-                                     f"but the chosen spec {spec.name!r} has {spec.num_keypoints}")
+                raise ModelLoadError(
+                    f"{args.ckpt} predicts {net.spec.num_keypoints} keypoints (spec {net.spec.name!r}) "
+                    f"but the chosen spec {spec.name!r} has {spec.num_keypoints}"
+                )
             decode = dict(net.decode)
         else:
             model = load_model(args.ckpt, args.config, args.spec)
             net, spec, decode = model.net.to(device), model.spec, dict(model.decode)
-            print(f"model: {args.ckpt} ({model.source}{', config ' + model.config if model.config else ''}; "
-                  f"spec {spec.name}, {spec.num_keypoints} keypoints) on {device}")
+            print(
+                f"model: {args.ckpt} ({model.source}{', config ' + model.config if model.config else ''}; "
+                f"spec {spec.name}, {spec.num_keypoints} keypoints) on {device}"
+            )
     except (ModelLoadError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     decode.update(infer_cfg.get("decode", {}))
@@ -275,8 +300,14 @@ class Progress:
     def __init__(self, total: int | None, desc: str, quiet: bool) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="img" if desc != "video" else "frame", disable=quiet,
-                        dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="img" if desc != "video" else "frame",
+            disable=quiet,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)
@@ -290,18 +321,42 @@ def keep_poses(kps: np.ndarray, scores: np.ndarray, thr: float) -> tuple[np.ndar
     return kps[keep], scores[keep]
 
 
-def draw(image: np.ndarray, kps: np.ndarray, scores: np.ndarray, ids: np.ndarray | None, spec: KeypointSpec,
-         opts: DrawOptions, caption: str | None = None) -> np.ndarray:
+def draw(
+    image: np.ndarray,
+    kps: np.ndarray,
+    scores: np.ndarray,
+    ids: np.ndarray | None,
+    spec: KeypointSpec,
+    opts: DrawOptions,
+    caption: str | None = None,
+) -> np.ndarray:
     from dekr.visualize import draw_caption, draw_poses
 
-    canvas = draw_poses(image, kps, spec.skeleton, scores=scores, ids=ids, min_score=opts.kpt_thr,
-                        color_by=opts.color_by, keypoint_names=spec.keypoint_names,  # type: ignore[arg-type]
-                        show_ids=opts.show_ids, max_poses=opts.max_poses)
+    canvas = draw_poses(
+        image,
+        kps,
+        spec.skeleton,
+        scores=scores,
+        ids=ids,
+        min_score=opts.kpt_thr,
+        color_by=opts.color_by,
+        keypoint_names=spec.keypoint_names,  # type: ignore[arg-type]
+        show_ids=opts.show_ids,
+        max_poses=opts.max_poses,
+    )
     return draw_caption(canvas, caption) if caption else canvas
 
 
-def run_images(paths: list[Path], predictor: Predictor, results: Results, opts: DrawOptions, out_dir: Path,
-               skipped: list[tuple[Path, str]], quiet: bool, video: "VideoState | None" = None) -> int:
+def run_images(
+    paths: list[Path],
+    predictor: Predictor,
+    results: Results,
+    opts: DrawOptions,
+    out_dir: Path,
+    skipped: list[tuple[Path, str]],
+    quiet: bool,
+    video: "VideoState | None" = None,
+) -> int:
     """Images (or a ``--sequence`` of frames) in batches; unreadable ones go to ``skipped``."""
     ids = image_ids(paths)
     done = 0
@@ -310,8 +365,9 @@ def run_images(paths: list[Path], predictor: Predictor, results: Results, opts: 
     try:
         for start in range(0, len(paths), predictor.cfg.batch_size):
             chunk = []
-            for path, image_id in zip(paths[start:start + predictor.cfg.batch_size],
-                                      ids[start:start + predictor.cfg.batch_size]):
+            for path, image_id in zip(
+                paths[start : start + predictor.cfg.batch_size], ids[start : start + predictor.cfg.batch_size]
+            ):
                 try:
                     chunk.append((path, image_id, read_image(path)))
                 except InputError as err:
@@ -326,7 +382,9 @@ def run_images(paths: list[Path], predictor: Predictor, results: Results, opts: 
                 if video is not None:
                     kps, track_ids = video.step(kps, scores, video.frame_time())
                 h, w = image.shape[:2]
-                results.add({"id": image_id, "file_name": path.name, "width": w, "height": h}, kps, scores, track_ids)
+                results.add(
+                    {"id": image_id, "file_name": path.name, "width": w, "height": h}, kps, scores, track_ids
+                )
                 if opts.enabled:
                     vis_dir.mkdir(parents=True, exist_ok=True)
                     canvas = draw(image, kps, scores, track_ids, predictor.spec, opts)
@@ -341,7 +399,9 @@ def run_images(paths: list[Path], predictor: Predictor, results: Results, opts: 
 class VideoState:
     """Tracking + smoothing over consecutive frames."""
 
-    def __init__(self, spec: KeypointSpec, tracking: TrackingConfig, smoothing: SmoothingConfig, fps: float) -> None:
+    def __init__(
+        self, spec: KeypointSpec, tracking: TrackingConfig, smoothing: SmoothingConfig, fps: float
+    ) -> None:
         self.tracker = PoseTracker(spec.sigmas, tracking)
         self.smoother = PoseSmoother(smoothing)
         self.fps = fps
@@ -367,8 +427,17 @@ def frames_of(capture: cv2.VideoCapture, max_frames: int | None) -> Iterator[tup
         index += 1
 
 
-def run_stream(kind: str, source: Any, predictor: Predictor, results: Results, opts: DrawOptions, out_dir: Path,
-               video: VideoState, args: argparse.Namespace, warnings_out: list[str]) -> int:
+def run_stream(
+    kind: str,
+    source: Any,
+    predictor: Predictor,
+    results: Results,
+    opts: DrawOptions,
+    out_dir: Path,
+    video: VideoState,
+    args: argparse.Namespace,
+    warnings_out: list[str],
+) -> int:
     """A video file or a camera: batches of frames -> poses -> tracking + smoothing -> drawn video."""
     capture = open_capture(kind, source)
     fps = args.fps or capture.get(cv2.CAP_PROP_FPS)
@@ -376,8 +445,11 @@ def run_stream(kind: str, source: Any, predictor: Predictor, results: Results, o
         fps = 30.0
     video.fps = fps
     expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else -1
-    total = min(expected, args.max_frames) if expected > 0 and args.max_frames else (expected if expected > 0 else
-                                                                                      args.max_frames)
+    total = (
+        min(expected, args.max_frames)
+        if expected > 0 and args.max_frames
+        else (expected if expected > 0 else args.max_frames)
+    )
     name = f"camera{source}" if kind == "camera" else Path(source).stem
     writer: cv2.VideoWriter | None = None
     video_path = out_dir / f"{name}_poses.mp4"
@@ -401,14 +473,29 @@ def run_stream(kind: str, source: Any, predictor: Predictor, results: Results, o
                 kps, scores = keep_poses(kps, scores, opts.pose_thr)
                 kps, ids = video.step(kps, scores, t)
                 h, w = frame.shape[:2]
-                results.add({"id": index, "file_name": f"{name}#{index:06d}", "frame": index,
-                             "time": round(t, 4), "width": w, "height": h}, kps, scores, ids)
+                results.add(
+                    {
+                        "id": index,
+                        "file_name": f"{name}#{index:06d}",
+                        "frame": index,
+                        "time": round(t, 4),
+                        "width": w,
+                        "height": h,
+                    },
+                    kps,
+                    scores,
+                    ids,
+                )
                 if opts.enabled:
                     if writer is None:
                         out_dir.mkdir(parents=True, exist_ok=True)
-                        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                        writer = cv2.VideoWriter(
+                            str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)
+                        )
                         if not writer.isOpened():
-                            warnings_out.append(f"could not open a video writer for {video_path}; no video written")
+                            warnings_out.append(
+                                f"could not open a video writer for {video_path}; no video written"
+                            )
                             opts.enabled = False
                     if opts.enabled:
                         canvas = draw(frame, kps, scores, ids, predictor.spec, opts, f"frame {index}")
@@ -422,22 +509,34 @@ def run_stream(kind: str, source: Any, predictor: Predictor, results: Results, o
             writer.release()
     if kind == "video":
         if done == 0:
-            raise InputError(f"video {source} opened but no frame could be decoded (corrupt or unsupported codec)")
+            raise InputError(
+                f"video {source} opened but no frame could be decoded (corrupt or unsupported codec)"
+            )
         wanted = min(expected, args.max_frames) if args.max_frames else expected
         if expected > 0 and done < wanted:
-            warnings_out.append(f"video {source} ended after {done} of {wanted} frames (truncated or corrupt?); "
-                                "the frames read were processed")
+            warnings_out.append(
+                f"video {source} ended after {done} of {wanted} frames (truncated or corrupt?); "
+                "the frames read were processed"
+            )
     elif done == 0:
         raise InputError(f"camera {source} opened but delivered no frame")
     return done
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="our .ckpt, an official DEKR .pth, or an exported .onnx")
-    parser.add_argument("--input", required=True, help="image, folder of images, video file, or camera index (0, 1..)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--ckpt", required=True, help="our .ckpt, an official DEKR .pth, or an exported .onnx"
+    )
+    parser.add_argument(
+        "--input", required=True, help="image, folder of images, video file, or camera index (0, 1..)"
+    )
     parser.add_argument("--out", help="output folder (default outputs/infer/<input name>)")
-    parser.add_argument("--config", help="run config of an official checkpoint (default: recognised from the weights)")
+    parser.add_argument(
+        "--config", help="run config of an official checkpoint (default: recognised from the weights)"
+    )
     parser.add_argument("--spec", help="keypoint spec you expect (error if the checkpoint is for another)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, default=8, help="images / frames per forward pass")
@@ -448,16 +547,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scales", type=float, nargs="+", help="test scales, e.g. 2 1 0.5")
     parser.add_argument("--decode", nargs="*", help="DecodeConfig overrides key=value")
     parser.add_argument("--infer-config", help="YAML with decode / smoothing / tracking / draw sections")
-    parser.add_argument("--smoothing", nargs="*", help="One Euro options key=value (min_cutoff, beta, d_cutoff, ...)")
-    parser.add_argument("--tracking", nargs="*", help="tracking options key=value (oks_threshold, max_age, ...)")
-    parser.add_argument("--draw", nargs="*", help="drawing options key=value (kpt_thr, pose_thr, color_by, ...)")
+    parser.add_argument(
+        "--smoothing", nargs="*", help="One Euro options key=value (min_cutoff, beta, d_cutoff, ...)"
+    )
+    parser.add_argument(
+        "--tracking", nargs="*", help="tracking options key=value (oks_threshold, max_age, ...)"
+    )
+    parser.add_argument(
+        "--draw", nargs="*", help="drawing options key=value (kpt_thr, pose_thr, color_by, ...)"
+    )
     parser.add_argument("--kpt-thr", type=float, help="keypoint score threshold for drawing")
     parser.add_argument("--pose-thr", type=float, help="pose score threshold (drawing and results)")
-    parser.add_argument("--color-by", choices=["limb", "person"], help="skeleton colors (default: limb; video: person)")
+    parser.add_argument(
+        "--color-by", choices=["limb", "person"], help="skeleton colors (default: limb; video: person)"
+    )
     parser.add_argument("--no-draw", action="store_true", help="results json only")
     parser.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
-    parser.add_argument("--no-track", action="store_true", help="video: no identity tracking (implies --no-smooth)")
-    parser.add_argument("--sequence", action="store_true", help="a folder holds consecutive video frames: track, smooth")
+    parser.add_argument(
+        "--no-track", action="store_true", help="video: no identity tracking (implies --no-smooth)"
+    )
+    parser.add_argument(
+        "--sequence", action="store_true", help="a folder holds consecutive video frames: track, smooth"
+    )
     parser.add_argument("--fps", type=float, help="frame rate for smoothing (default: the video's, else 30)")
     parser.add_argument("--max-frames", type=int, help="stop a video / camera after this many frames")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -479,8 +590,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.no_draw:
         opts.enabled = False
     try:
-        smoothing = SmoothingConfig.from_dict({**infer_cfg.get("smoothing", {}), **parse_kv(args.smoothing, "smoothing")})
-        tracking = TrackingConfig.from_dict({**infer_cfg.get("tracking", {}), **parse_kv(args.tracking, "tracking")})
+        smoothing = SmoothingConfig.from_dict(
+            {**infer_cfg.get("smoothing", {}), **parse_kv(args.smoothing, "smoothing")}
+        )
+        tracking = TrackingConfig.from_dict(
+            {**infer_cfg.get("tracking", {}), **parse_kv(args.tracking, "tracking")}
+        )
     except (ValueError, TypeError) as err:
         raise SystemExit(f"error: {err}") from None
     if args.no_track:
@@ -525,14 +640,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     for line in warnings_out:
         print(f"warning: {line}", file=sys.stderr)
-    summary = {"input": str(args.input), "kind": kind, "processed": done, "poses": len(results.results),
-               "skipped": [str(p) for p, _ in skipped], "warnings": warnings_out, "out": str(out_dir),
-               "seconds": round(elapsed, 2), "error": error,
-               "smoothing": asdict(smoothing) if streaming else None, "tracking": asdict(tracking) if streaming else None}
+    summary = {
+        "input": str(args.input),
+        "kind": kind,
+        "processed": done,
+        "poses": len(results.results),
+        "skipped": [str(p) for p, _ in skipped],
+        "warnings": warnings_out,
+        "out": str(out_dir),
+        "seconds": round(elapsed, 2),
+        "error": error,
+        "smoothing": asdict(smoothing) if streaming else None,
+        "tracking": asdict(tracking) if streaming else None,
+    }
     if results.images:
         fps = done / elapsed if elapsed > 0 else float("nan")
-        print(f"{done} {'frames' if streaming else 'images'} ({fps:.1f}/s), {len(results.results)} poses -> "
-              f"{out_dir / 'results.json'}" + (f"; {len(skipped)} skipped" if skipped else ""))
+        print(
+            f"{done} {'frames' if streaming else 'images'} ({fps:.1f}/s), {len(results.results)} poses -> "
+            f"{out_dir / 'results.json'}" + (f"; {len(skipped)} skipped" if skipped else "")
+        )
     if error is not None:
         kept = f" ({done} processed, results kept in {out_dir})" if results.images else ""
         raise SystemExit(f"error: {error}{kept}")

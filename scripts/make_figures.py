@@ -14,6 +14,7 @@ Writes to ``--out`` (default ``docs/figures/``):
 * ``training_curve.png`` (with ``--metrics``): training loss and validation OKS-AP per epoch, from
   the ``metrics.json`` of ``scripts/train.py`` (its ``history``) or a Lightning ``metrics.csv``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,13 +66,17 @@ def sample_poses(out: Path, max_width: int = 480) -> Path:
     spec = load_spec("coco")
     gt = json.loads(SAMPLE_ANNOTATIONS.read_text())
     image_id = int(SAMPLE_IMAGE.stem)
-    anns = [a for a in gt["annotations"] if a["image_id"] == image_id and a["num_keypoints"] > 0
-            and not a.get("iscrowd", 0)]
+    anns = [
+        a
+        for a in gt["annotations"]
+        if a["image_id"] == image_id and a["num_keypoints"] > 0 and not a.get("iscrowd", 0)
+    ]
     kps = np.stack([np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in anns])
     kps[..., 2] = (kps[..., 2] > 0).astype(np.float64)
     image = read_image_rgb(SAMPLE_IMAGE)
-    drawn = draw_poses(image, kps, spec.skeleton, ids=np.arange(len(kps)), keypoint_names=spec.keypoint_names,
-                       min_score=0.5)
+    drawn = draw_poses(
+        image, kps, spec.skeleton, ids=np.arange(len(kps)), keypoint_names=spec.keypoint_names, min_score=0.5
+    )
     return save_png(out / "sample_poses.png", caption(drawn, f"ground truth; {SAMPLE_CREDIT}"), max_width)
 
 
@@ -85,8 +90,13 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
 
     model = load_model(ckpt)
     data = load_section("demo.yaml", "data")
-    syn_cfg = SyntheticConfig(**{k: v for k, v in (data.get("synthetic") or {}).items()
-                                 if k in SyntheticConfig.__dataclass_fields__})
+    syn_cfg = SyntheticConfig(
+        **{
+            k: v
+            for k, v in (data.get("synthetic") or {}).items()
+            if k in SyntheticConfig.__dataclass_fields__
+        }
+    )
     size = input_size or int(data.get("input_size", 128))
     cfg = DecodeConfig.for_dataset(model.spec, **{**model.decode, "input_size": size})
     images, truths = [], []
@@ -99,18 +109,52 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
     for image, pred, truth in zip(images, preds, truths):
         kps, scores = pred["keypoints"].numpy(), pred["scores"].numpy()
         best = scores >= max(0.05, scores.max() * 0.5) if len(scores) else scores.astype(bool)
-        top.append(draw_poses(image, kps[best], model.spec.skeleton, scores=scores[best], min_score=0.05,
-                              keypoint_names=model.spec.keypoint_names, thickness=1, show_ids=False))
-        bottom.append(draw_poses(image, truth, model.spec.skeleton, min_score=0.5,
-                                 keypoint_names=model.spec.keypoint_names, thickness=1, show_ids=False))
+        top.append(
+            draw_poses(
+                image,
+                kps[best],
+                model.spec.skeleton,
+                scores=scores[best],
+                min_score=0.05,
+                keypoint_names=model.spec.keypoint_names,
+                thickness=1,
+                show_ids=False,
+            )
+        )
+        bottom.append(
+            draw_poses(
+                image,
+                truth,
+                model.spec.skeleton,
+                min_score=0.5,
+                keypoint_names=model.spec.keypoint_names,
+                thickness=1,
+                show_ids=False,
+            )
+        )
     h = max(im.shape[0] for im in images)
-    pad = lambda im: cv2.copyMakeBorder(im, 0, h - im.shape[0], 2, 2, cv2.BORDER_CONSTANT, value=(255, 255, 255))  # noqa: E731
-    grid = np.vstack([np.hstack([pad(im) for im in top]), np.full((4, sum(im.shape[1] + 4 for im in top), 3), 255,
-                                                                  np.uint8), np.hstack([pad(im) for im in bottom])])
+    pad = lambda im: cv2.copyMakeBorder(
+        im, 0, h - im.shape[0], 2, 2, cv2.BORDER_CONSTANT, value=(255, 255, 255)
+    )  # noqa: E731
+    grid = np.vstack(
+        [
+            np.hstack([pad(im) for im in top]),
+            np.full((4, sum(im.shape[1] + 4 for im in top), 3), 255, np.uint8),
+            np.hstack([pad(im) for im in bottom]),
+        ]
+    )
     grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     grid = cv2.copyMakeBorder(grid, 28, 0, 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
-    cv2.putText(grid, f"demo model ({Path(ckpt).name}): predictions (top), ground truth (bottom)", (6, 19),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        grid,
+        f"demo model ({Path(ckpt).name}): predictions (top), ground truth (bottom)",
+        (6, 19),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     return save_png(out / "demo_predictions.png", grid, 1400)
 
 
@@ -168,8 +212,15 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int(math.ceil((hi - start) / step)) + 1)]
 
 
-def line_panel(xs: list[float], ys: list[float], title: str, ylabel: str, color: tuple[int, int, int],
-               size: tuple[int, int] = (460, 320), y_from_zero: bool = False) -> np.ndarray:
+def line_panel(
+    xs: list[float],
+    ys: list[float],
+    title: str,
+    ylabel: str,
+    color: tuple[int, int, int],
+    size: tuple[int, int] = (460, 320),
+    y_from_zero: bool = False,
+) -> np.ndarray:
     w, h = size
     panel = np.full((h, w, 3), 255, np.uint8)
     left, right, top, bottom = 62, 16, 34, 44
@@ -215,8 +266,9 @@ def training_curve(metrics: Path, out: Path) -> Path:
     ap_key, ax, ay = _series(rows, AP_KEYS, dedupe=True)
     if loss_key is None and ap_key is None:
         keys = sorted({k for r in rows for k in r})
-        raise SystemExit(f"error: {metrics} has neither a training loss ({', '.join(LOSS_KEYS)}) nor val/AP; "
-                         f"keys: {keys}")
+        raise SystemExit(
+            f"error: {metrics} has neither a training loss ({', '.join(LOSS_KEYS)}) nor val/AP; keys: {keys}"
+        )
     left = line_panel(lx, ly, "training loss", loss_key or "loss", (31, 119, 180))
     right = line_panel(ax, ay, "validation OKS-AP", "AP", (214, 39, 40), y_from_zero=True)
     figure = np.hstack([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right])
@@ -224,10 +276,14 @@ def training_curve(metrics: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--ckpt", type=Path, help="demo checkpoint: adds demo_predictions.png")
-    parser.add_argument("--metrics", type=Path, help="metrics.json of scripts/train.py or a Lightning metrics.csv")
+    parser.add_argument(
+        "--metrics", type=Path, help="metrics.json of scripts/train.py or a Lightning metrics.csv"
+    )
     parser.add_argument("--only", choices=["sample", "predictions", "curve"], nargs="+")
     args = parser.parse_args(argv)
     wanted = set(args.only or ["sample", "predictions", "curve"])
@@ -238,8 +294,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         written.append(demo_predictions(args.ckpt, args.out))
     if "curve" in wanted and args.metrics:
         if not args.metrics.is_file():
-            raise SystemExit(f"error: {args.metrics} does not exist (train first: python scripts/train.py "
-                             "--config demo.yaml)")
+            raise SystemExit(
+                f"error: {args.metrics} does not exist (train first: python scripts/train.py "
+                "--config demo.yaml)"
+            )
         written.append(training_curve(args.metrics, args.out))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")

@@ -1,5 +1,6 @@
 """Model loading for deployment, ONNX / TorchScript export checked against PyTorch, decoding an
 exported model's outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,13 @@ from dekr.inference import DecodeConfig, predict_poses
 from tests.conftest import FIXTURES
 from tests.official_standin import standin_state_dict, write_standin_checkpoint
 
-SMALL_NET = dict(backbone="hrnet_w18_small", num_keypoints=17, heatmap_channels=16, offset_channels_per_keypoint=8,
-                 offset_blocks=1)
+SMALL_NET = dict(
+    backbone="hrnet_w18_small",
+    num_keypoints=17,
+    heatmap_channels=16,
+    offset_channels_per_keypoint=8,
+    offset_blocks=1,
+)
 
 
 def small_checkpoint(path, spec: str = "coco", seed: int = 0, **net_overrides):
@@ -75,7 +81,9 @@ def test_load_official_checkpoint_recognises_variant(tmp_path, variant):
 
 def test_load_errors(tmp_path, small_model):
     path, _ = small_model
-    with pytest.raises(ModelLoadError, match="predicts 17 keypoints .*'coco'.* chosen spec 'crowdpose' has 14"):
+    with pytest.raises(
+        ModelLoadError, match="predicts 17 keypoints .*'coco'.* chosen spec 'crowdpose' has 14"
+    ):
         load_model(path, spec="crowdpose")
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")
     with pytest.raises(ModelLoadError, match="predicts 14 keypoints .*chosen spec 'coco' has 17"):
@@ -103,7 +111,9 @@ def test_onnx_matches_pytorch_at_two_sizes(tmp_path, backend):
     """Dynamic batch and spatial axes: one export, run by onnxruntime at two batch sizes and sizes."""
     path = small_checkpoint(tmp_path / "m.ckpt", adaptive_backend=backend)
     model = load_model(path)
-    onnx_path = export_onnx(model.net, tmp_path / "m.onnx", (96, 128), metadata=spec_metadata(model.spec, model.decode))
+    onnx_path = export_onnx(
+        model.net, tmp_path / "m.onnx", (96, 128), metadata=spec_metadata(model.spec, model.decode)
+    )
     runner = OnnxPoseNet(onnx_path)
     report = verify_export(model.net, runner, [(1, 3, 96, 128), (3, 3, 160, 96)])
     for row in report:
@@ -129,10 +139,14 @@ def test_onnx_static_and_opset(tmp_path, small_model):
 
 def test_decoding_the_onnx_model_gives_the_pytorch_poses(tmp_path, small_model):
     _, model = small_model
-    path = export_onnx(model.net, tmp_path / "m.onnx", (128, 128), metadata=spec_metadata(model.spec, model.decode))
+    path = export_onnx(
+        model.net, tmp_path / "m.onnx", (128, 128), metadata=spec_metadata(model.spec, model.decode)
+    )
     runner = OnnxPoseNet(path)
-    images = [read_image_rgb(FIXTURES / "coco" / "000000000785.jpg"),
-              read_image_rgb(FIXTURES / "posetrack18_frames" / "000000.jpg")]
+    images = [
+        read_image_rgb(FIXTURES / "coco" / "000000000785.jpg"),
+        read_image_rgb(FIXTURES / "posetrack18_frames" / "000000.jpg"),
+    ]
     cfg = DecodeConfig.for_dataset(runner.spec, **runner.decode)
     ours = predict_poses(model.net, images, model.spec, cfg)
     exported = predict_poses(runner, images, runner.spec, cfg)

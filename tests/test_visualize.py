@@ -1,4 +1,5 @@
 """Drawing: limb colors, score threshold, ids, robustness."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,17 @@ def test_person_colors_ids_and_order():
     # Poses under min_pose_score are skipped; max_poses keeps the best.
     two = np.concatenate([kps, kps + np.array([0, 0, 0])])
     assert draw_poses(image, two, SPEC.skeleton, scores=[0.1, 0.05], min_pose_score=0.5).sum() == 0
-    best_only = draw_poses(image, two, SPEC.skeleton, scores=[0.9, 0.1], ids=[1, 2], max_poses=1,
-                           color_by="person", thickness=5, show_ids=False)
+    best_only = draw_poses(
+        image,
+        two,
+        SPEC.skeleton,
+        scores=[0.9, 0.1],
+        ids=[1, 2],
+        max_poses=1,
+        color_by="person",
+        thickness=5,
+        show_ids=False,
+    )
     assert tuple(best_only[mid[1], mid[0]]) == id_color(1)
 
 
@@ -95,10 +105,19 @@ def test_make_figures_sample_and_curves(tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import make_figures
 
-    history = [{"epoch": e, "step": 32 * (e + 1), "train/epoch_loss": 0.1 / (e + 1),
-                **({"val/AP": 0.05 * ((e + 1) // 5 - 1)} if e >= 4 else {})} for e in range(20)]
+    history = [
+        {
+            "epoch": e,
+            "step": 32 * (e + 1),
+            "train/epoch_loss": 0.1 / (e + 1),
+            **({"val/AP": 0.05 * ((e + 1) // 5 - 1)} if e >= 4 else {}),
+        }
+        for e in range(20)
+    ]
     (tmp_path / "metrics.json").write_text(json.dumps({"best_score": 0.15, "history": history}))
-    written = make_figures.main(["--out", str(tmp_path / "figs"), "--metrics", str(tmp_path / "metrics.json")])
+    written = make_figures.main(
+        ["--out", str(tmp_path / "figs"), "--metrics", str(tmp_path / "metrics.json")]
+    )
     assert [p.name for p in written] == ["sample_poses.png", "training_curve.png"]
     curve = read_image_rgb(tmp_path / "figs" / "training_curve.png")
     assert curve.shape[1] > 600 and (curve < 250).any()
@@ -109,9 +128,13 @@ def test_make_figures_sample_and_curves(tmp_path):
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("epoch,step,train/loss_epoch,val/AP\n0,31,0.5,\n0,31,,0.1\n1,63,0.4,\n1,63,,0.2\n")
     rows = make_figures.read_history(csv_path)
-    assert rows == [{"epoch": 0.0, "step": 31.0, "train/loss_epoch": 0.5, "val/AP": 0.1},
-                    {"epoch": 1.0, "step": 63.0, "train/loss_epoch": 0.4, "val/AP": 0.2}]
+    assert rows == [
+        {"epoch": 0.0, "step": 31.0, "train/loss_epoch": 0.5, "val/AP": 0.1},
+        {"epoch": 1.0, "step": 63.0, "train/loss_epoch": 0.4, "val/AP": 0.2},
+    ]
     make_figures.main(["--out", str(tmp_path / "csv"), "--metrics", str(csv_path), "--only", "curve"])
     assert (tmp_path / "csv" / "training_curve.png").is_file()
     with pytest.raises(SystemExit, match="does not exist"):
-        make_figures.main(["--out", str(tmp_path), "--metrics", str(tmp_path / "none.json"), "--only", "curve"])
+        make_figures.main(
+            ["--out", str(tmp_path), "--metrics", str(tmp_path / "none.json"), "--only", "curve"]
+        )

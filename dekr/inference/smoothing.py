@@ -11,6 +11,7 @@ signal: slow motion is smoothed hard (jitter vanishes), fast motion follows with
 Units: positions in pixels, times in seconds, so ``min_cutoff`` and ``d_cutoff`` are in Hz and
 ``beta`` in 1/pixel (the cutoff grows by ``beta * speed`` Hz for a speed in pixels per second).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ class SmoothingConfig:
 
     def __post_init__(self) -> None:
         if self.min_cutoff <= 0 or self.d_cutoff <= 0:
-            raise ValueError(f"min_cutoff and d_cutoff must be > 0 Hz, got {self.min_cutoff}, {self.d_cutoff}")
+            raise ValueError(
+                f"min_cutoff and d_cutoff must be > 0 Hz, got {self.min_cutoff}, {self.d_cutoff}"
+            )
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
@@ -77,17 +80,19 @@ class OneEuroFilter:
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.01, d_cutoff: float = 1.0) -> None:
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
-        self.x_prev: np.ndarray | None = None   # last filtered value
+        self.x_prev: np.ndarray | None = None  # last filtered value
         self.dx_prev: np.ndarray | None = None  # last filtered derivative
-        self.seen: np.ndarray | None = None     # entries that have been initialised
-        self.t_prev: np.ndarray | None = None   # per-entry time of the last update
+        self.seen: np.ndarray | None = None  # entries that have been initialised
+        self.t_prev: np.ndarray | None = None  # per-entry time of the last update
 
     def reset(self) -> None:
         self.x_prev = self.dx_prev = self.seen = self.t_prev = None
 
     def filter(self, x: np.ndarray, t: float, mask: np.ndarray | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        mask = np.ones(x.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), x.shape)
+        mask = (
+            np.ones(x.shape, dtype=bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), x.shape)
+        )
         if self.x_prev is None or self.x_prev.shape != x.shape:
             self.x_prev = x.copy()
             self.dx_prev = np.zeros_like(x)
@@ -146,7 +151,9 @@ class PoseSmoother:
                 continue
             filt = self.filters.get(tid)
             if filt is None:
-                filt = self.filters[tid] = OneEuroFilter(self.cfg.min_cutoff, self.cfg.beta, self.cfg.d_cutoff)
+                filt = self.filters[tid] = OneEuroFilter(
+                    self.cfg.min_cutoff, self.cfg.beta, self.cfg.d_cutoff
+                )
             mask = np.repeat((keypoints[p, :, 2] >= self.cfg.min_score)[:, None], 2, axis=1)
             out[p, :, :2] = filt.filter(keypoints[p, :, :2], t, mask)
             self.last_seen[tid] = t

@@ -7,6 +7,7 @@ while OKS >= ``oks_threshold``; poses left over start new tracks, tracks left ov
 after ``max_age`` frames unmatched. No appearance model: ids survive motion, short occlusions and
 detector flicker, not long crossings of similar poses.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -18,12 +19,12 @@ import numpy as np
 @dataclass
 class TrackingConfig:
     """Attributes:
-        enabled: assign track ids at all (off: every pose gets id -1).
-        oks_threshold: minimum OKS between a pose and a track's expected pose to continue the track.
-        max_age: frames a track survives without a match (it keeps its id if it comes back in time).
-        min_keypoint_score: keypoints under this score are ignored by the OKS.
-        min_pose_score: poses under this score neither start nor continue tracks (id -1).
-        use_velocity: predict each track's pose with its last per-frame displacement.
+    enabled: assign track ids at all (off: every pose gets id -1).
+    oks_threshold: minimum OKS between a pose and a track's expected pose to continue the track.
+    max_age: frames a track survives without a match (it keeps its id if it comes back in time).
+    min_keypoint_score: keypoints under this score are ignored by the OKS.
+    min_pose_score: poses under this score neither start nor continue tracks (id -1).
+    use_velocity: predict each track's pose with its last per-frame displacement.
     """
 
     enabled: bool = True
@@ -46,7 +47,7 @@ class TrackingConfig:
         return asdict(self)
 
 
-def keypoint_box_area(keypoints: np.ndarray, min_score: float = 0.0, floor: float = 32.0 ** 2) -> np.ndarray:
+def keypoint_box_area(keypoints: np.ndarray, min_score: float = 0.0, floor: float = 32.0**2) -> np.ndarray:
     """(..., K, 3) -> (...) area (pixels^2) of the box around the keypoints scoring >= min_score."""
     kps = np.asarray(keypoints, dtype=np.float64)
     ok = kps[..., 2] >= min_score
@@ -59,8 +60,13 @@ def keypoint_box_area(keypoints: np.ndarray, min_score: float = 0.0, floor: floa
     return np.maximum(area, floor)
 
 
-def pairwise_oks(poses_a: np.ndarray, poses_b: np.ndarray, sigmas: Sequence[float], areas_b: np.ndarray,
-                 min_score: float = 0.0) -> np.ndarray:
+def pairwise_oks(
+    poses_a: np.ndarray,
+    poses_b: np.ndarray,
+    sigmas: Sequence[float],
+    areas_b: np.ndarray,
+    min_score: float = 0.0,
+) -> np.ndarray:
     """OKS (A, B) between poses (A, K, 3) and reference poses (B, K, 3) with areas (B,).
 
     pycocotools' formula: ``mean_k exp(-d_k^2 / (2 * area * (2 sigma_k)^2))`` over the keypoints
@@ -155,7 +161,9 @@ class PoseTracker:
         return ids
 
     def _advance(self, track: Track, pose: np.ndarray) -> None:
-        ok = (pose[:, 2] >= self.cfg.min_keypoint_score) & (track.keypoints[:, 2] >= self.cfg.min_keypoint_score)
+        ok = (pose[:, 2] >= self.cfg.min_keypoint_score) & (
+            track.keypoints[:, 2] >= self.cfg.min_keypoint_score
+        )
         if ok.any():
             step = (pose[ok, :2] - track.keypoints[ok, :2]).mean(axis=0) / (track.age + 1)
             track.velocity = step

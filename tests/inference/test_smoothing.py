@@ -1,4 +1,5 @@
 """One Euro smoothing: against a scalar reference, jitter before/after on shaking sequences."""
+
 from __future__ import annotations
 
 import math
@@ -102,13 +103,16 @@ def test_pose_smoother_tracks_low_scores_and_gaps():
     moved[:, :, :2] += 30.0
     moved[0, 3, 2] = 0.1  # a low-scoring keypoint passes through unfiltered
     out = smoother(moved, [0, 1], 1 / 30)
-    assert np.all(out[0, 0, :2] < 30.0) and np.all(out[1, 0, :2] < 530.0)  # each track smoothed vs its own past
+    assert np.all(out[0, 0, :2] < 30.0) and np.all(
+        out[1, 0, :2] < 530.0
+    )  # each track smoothed vs its own past
     np.testing.assert_allclose(out[0, 3, :2], moved[0, 3, :2])
     np.testing.assert_allclose(out[..., 2], moved[..., 2])
     # Untracked poses (id -1) pass through; after a gap > max_gap a track starts afresh.
     np.testing.assert_allclose(smoother(moved, [-1, -1], 2 / 30), moved)
-    np.testing.assert_allclose(smoother(moved + 50.0 * np.array([1, 1, 0]), [0, 1], 1.0)[..., :2],
-                               (moved + 50.0)[..., :2])
+    np.testing.assert_allclose(
+        smoother(moved + 50.0 * np.array([1, 1, 0]), [0, 1], 1.0)[..., :2], (moved + 50.0)[..., :2]
+    )
     assert PoseSmoother(SmoothingConfig(enabled=False))(moved, [0, 1], 0.0) is not moved
     with pytest.raises(ValueError, match="unknown smoothing option"):
         SmoothingConfig.from_dict({"cutoff": 1})

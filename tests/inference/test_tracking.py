@@ -1,4 +1,5 @@
 """Greedy OKS tracking: OKS maths, id stability on sequences built by shifting a real image."""
+
 from __future__ import annotations
 
 import copy
@@ -21,13 +22,17 @@ def real_persons(image_id: int = 197388) -> tuple[dict, list[np.ndarray]]:
     """One real COCO image (its record) and its annotated persons' keypoints (K, 3)."""
     gt = json.loads(COCO_GT.read_text())
     image = next(im for im in gt["images"] if im["id"] == image_id)
-    persons = [np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in gt["annotations"]
-               if a["image_id"] == image_id and a["num_keypoints"] > 0 and not a.get("iscrowd", 0)]
+    persons = [
+        np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+        for a in gt["annotations"]
+        if a["image_id"] == image_id and a["num_keypoints"] > 0 and not a.get("iscrowd", 0)
+    ]
     return image, persons
 
 
-def shifted_sequence(num_frames: int, step=(6.0, 2.0), shake: float = 0.0, seed: int = 0, image_id: int = 197388
-                     ) -> tuple[dict, list[np.ndarray], np.ndarray]:
+def shifted_sequence(
+    num_frames: int, step=(6.0, 2.0), shake: float = 0.0, seed: int = 0, image_id: int = 197388
+) -> tuple[dict, list[np.ndarray], np.ndarray]:
     """A COCO-style ground truth of ``num_frames`` frames: the real image's persons moved by a
     steady camera pan ``step`` (pixels per frame) plus Gaussian shake of ``shake`` pixels.
 
@@ -47,9 +52,18 @@ def shifted_sequence(num_frames: int, step=(6.0, 2.0), shake: float = 0.0, seed:
             moved[:, 0] += dx * (kp[:, 2] > 0)
             moved[:, 1] += dy * (kp[:, 2] > 0)
             poses.append(moved)
-            gt["annotations"].append({"id": 1000 * t + p + 1, "image_id": t + 1, "category_id": 1, "iscrowd": 0,
-                                      "keypoints": moved.ravel().tolist(), "num_keypoints": int((kp[:, 2] > 0).sum()),
-                                      "area": 1000.0, "bbox": [0, 0, 1, 1]})
+            gt["annotations"].append(
+                {
+                    "id": 1000 * t + p + 1,
+                    "image_id": t + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "keypoints": moved.ravel().tolist(),
+                    "num_keypoints": int((kp[:, 2] > 0).sum()),
+                    "area": 1000.0,
+                    "bbox": [0, 0, 1, 1],
+                }
+            )
         frames.append(np.stack(poses))
     return gt, frames, shifts
 
@@ -91,7 +105,9 @@ def test_ids_stable_on_shifted_real_poses_with_flicker():
         ids = tracker.update(kps, kps[..., 2].mean(-1))
         assert len(set(ids.tolist())) == len(ids), "two poses got the same id"
         for person, tid in zip(order, ids):
-            assert identity.setdefault(int(person), int(tid)) == tid, f"person {person} changed id at frame {t}"
+            assert identity.setdefault(int(person), int(tid)) == tid, (
+                f"person {person} changed id at frame {t}"
+            )
     assert sorted(identity.values()) == list(range(len(frames[0])))
 
 
@@ -138,8 +154,16 @@ def test_ids_stable_through_the_decoder_on_a_shifted_real_image():
         ids = tracker.update(kps, scores)
         # Which true person each decoded pose is (nearest on the labelled keypoints).
         vis = truth[..., 2] > 0
-        dist = np.stack([np.nanmean(np.where(vis, np.linalg.norm(truth[..., :2] - k[None, :, :2], axis=-1), np.nan),
-                                    axis=1) for k in kps])
+        dist = np.stack(
+            [
+                np.nanmean(
+                    np.where(vis, np.linalg.norm(truth[..., :2] - k[None, :, :2], axis=-1), np.nan), axis=1
+                )
+                for k in kps
+            ]
+        )
         for person, tid in zip(dist.argmin(1), ids):
-            assert identity.setdefault(int(person), int(tid)) == tid, f"person {person} changed id at frame {t}"
+            assert identity.setdefault(int(person), int(tid)) == tid, (
+                f"person {person} changed id at frame {t}"
+            )
     assert len(identity) == len(frames[0])

@@ -1,4 +1,5 @@
 """scripts/export.py end to end: our checkpoint and an official one, ONNX + TorchScript, checks."""
+
 from __future__ import annotations
 
 import subprocess
@@ -31,9 +32,23 @@ def test_export_our_checkpoint_onnx_and_torchscript(tmp_path, capsys):
 def test_export_official_checkpoint_cli(tmp_path):
     ckpt = write_standin_checkpoint("w32_crowdpose", tmp_path / "pose_dekr_hrnetw32_crowdpose.pth")
     out = tmp_path / "w32.onnx"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "export.py"), "--ckpt", str(ckpt),
-                           "--out", str(out), "--input-size", "128", "128"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "export.py"),
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--input-size",
+            "128",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and "crowdpose, 14 keypoints" in proc.stdout and "ok" in proc.stdout
 

@@ -1,5 +1,6 @@
 """scripts/infer.py end to end with random / stand-in weights: behaviour (outputs, COCO results,
 per-frame video entries, tracking ids, bad input, partial results), not accuracy."""
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,11 @@ def test_folder_with_non_images_and_a_corrupt_image(tmp_path, ckpt, capsys):
     summary = run(ckpt, folder, out, "--batch-size", "2")
     err = capsys.readouterr().err
     assert summary["processed"] == 2 and summary["error"] is None
-    assert sorted(p.rsplit("/", 1)[1] for p in summary["skipped"]) == ["broken.jpg", "notes.txt", "test_coco.json"]
+    assert sorted(p.rsplit("/", 1)[1] for p in summary["skipped"]) == [
+        "broken.jpg",
+        "notes.txt",
+        "test_coco.json",
+    ]
     assert "skipped" in err and "broken.jpg" in err
     gt, results, _ = load_coco(out)
     assert sorted(gt.getImgIds()) == [1, 2]  # non-numeric names in the folder: ids 1, 2 in order
@@ -88,7 +93,13 @@ def test_video_per_frame_results_tracks_and_drawn_video(tmp_path, ckpt):
     assert summary["processed"] == 5 and summary["smoothing"]["min_cutoff"] == 0.5
     gt, results, dt = load_coco(out)
     frames = gt.dataset["images"]
-    assert [im["frame"] for im in frames] == [0, 1, 2, 3, 4] and [im["id"] for im in frames] == [0, 1, 2, 3, 4]
+    assert [im["frame"] for im in frames] == [0, 1, 2, 3, 4] and [im["id"] for im in frames] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     assert frames[1]["time"] == pytest.approx(1 / 30, abs=1e-3)
     assert all("track_id" in r and r["track_id"] >= 0 for r in results)
     for frame in range(5):  # ids are unique within a frame
@@ -111,8 +122,9 @@ def test_sequence_folder_smoothing_changes_only_coordinates(tmp_path, ckpt):
     run(ckpt, seq, smooth_out, "--sequence", "--no-draw", "--infer-config", config)
     raw = json.loads((raw_out / "results.json").read_text())
     smooth = json.loads((smooth_out / "results.json").read_text())
-    assert [(r["image_id"], r["track_id"], r["score"]) for r in raw] == \
-           [(r["image_id"], r["track_id"], r["score"]) for r in smooth]
+    assert [(r["image_id"], r["track_id"], r["score"]) for r in raw] == [
+        (r["image_id"], r["track_id"], r["score"]) for r in smooth
+    ]
     assert sorted({r["image_id"] for r in raw}) == [0, 1, 2, 3, 4]
     first = [r for r in raw if r["image_id"] == 0]
     assert [r["keypoints"] for r in first] == [r["keypoints"] for r in smooth if r["image_id"] == 0]
@@ -124,7 +136,9 @@ def test_sequence_folder_smoothing_changes_only_coordinates(tmp_path, ckpt):
 
 def _yaml(tmp_path):
     path = tmp_path / "infer.yaml"
-    path.write_text("infer:\n  smoothing:\n    min_cutoff: 0.3\n    beta: 0.0\n  tracking:\n    oks_threshold: 0.2\n")
+    path.write_text(
+        "infer:\n  smoothing:\n    min_cutoff: 0.3\n    beta: 0.0\n  tracking:\n    oks_threshold: 0.2\n"
+    )
     return path
 
 
@@ -188,8 +202,11 @@ def test_errors_midway_keep_partial_results(tmp_path, ckpt, monkeypatch):
         raise KeyboardInterrupt
 
     calls["n"] = 0
-    monkeypatch.setattr(infer.Predictor, "__call__", lambda self, images: flaky(self, images) if calls["n"] < 1
-                        else interrupt(self, images))
+    monkeypatch.setattr(
+        infer.Predictor,
+        "__call__",
+        lambda self, images: flaky(self, images) if calls["n"] < 1 else interrupt(self, images),
+    )
     with pytest.raises(SystemExit, match="interrupted.*results kept"):
         run(ckpt, VIDEO, tmp_path / "video", "--batch-size", "2")
     assert json.loads((tmp_path / "video" / "images.json").read_text())["images"]
@@ -220,16 +237,50 @@ def test_official_checkpoint_and_onnx_model(tmp_path):
     summary = run(tmp_path / "small.onnx", FIXTURES / "coco" / "000000000785.jpg", tmp_path / "onnx")
     assert summary["processed"] == 1
     with pytest.raises(SystemExit, match="chosen spec 'crowdpose'"):
-        run(tmp_path / "small.onnx", FIXTURES / "coco" / "000000000785.jpg", tmp_path / "o", "--spec", "crowdpose")
+        run(
+            tmp_path / "small.onnx",
+            FIXTURES / "coco" / "000000000785.jpg",
+            tmp_path / "o",
+            "--spec",
+            "crowdpose",
+        )
 
 
 @pytest.mark.slow
 def test_cli_on_the_posetrack_video(tmp_path, ckpt):
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "infer.py"), "--ckpt", str(ckpt), "--input",
-                           str(VIDEO), "--out", str(tmp_path / "out"), "--input-size", "256"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "infer.py"),
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            str(VIDEO),
+            "--out",
+            str(tmp_path / "out"),
+            "--input-size",
+            "256",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "5 frames" in proc.stdout and "frame/s" in proc.stderr  # the progress bar
-    bad = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "infer.py"), "--ckpt", str(ckpt), "--input",
-                          "9", "--out", str(tmp_path / "cam")], capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "infer.py"),
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            "9",
+            "--out",
+            str(tmp_path / "cam"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 1 and "camera 9 could not be opened" in bad.stderr

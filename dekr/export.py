@@ -339,3 +339,41 @@ def verify_export(
             }
         )
     return report
+
+
+def decode_numpy(
+    heatmaps: np.ndarray,
+    offsets: np.ndarray,
+    stride: int = 4,
+    max_people: int = 30,
+    threshold: float = 0.01,
+    kernel: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dependency-light single-scale decoding of one image's raw outputs (NumPy + OpenCV), for
+    porting an exported model; :func:`dekr.inference.predict_poses` adds flip / multi-scale
+    testing, pose NMS, heatmap matching, rescoring and the way back to the original image.
+
+    Args:
+        heatmaps: (K+1, h, w) (K keypoints, then the center); offsets: (2K, h, w).
+        kernel: center max-pool size (official: 3 when (h+w)/2 <= 200, 5 up to 300, else 7).
+
+    Returns:
+        keypoints (P, K, 3) as (x, y, score) in **input** pixels, center scores (P,), best first.
+    """
+    import cv2
+
+    k = heatmaps.shape[0] - 1
+    center = heatmaps[k]
+    pooled = cv2.dilate(center, np.ones((kernel, kernel), np.uint8))  # max filter; borders replicate
+    peaks = np.where(pooled == center, center, 0.0).ravel()
+    top = np.argsort(-peaks, kind="stable")[:max_people]
+    top = top[peaks[top] > threshold]
+    ys, xs = np.divmod(top, center.shape[1])
+    offs = offsets[:, ys, xs].T.reshape(-1, k, 2)  # (P, K, 2), (x, y)
+    xy = np.stack([xs, ys], axis=-1)[:, None, :] - offs  # output pixels: keypoint = pixel - offset
+    ix = np.clip(np.floor(xy[..., 0]).astype(int), 0, center.shape[1] - 1)
+    iy = np.clip(np.floor(xy[..., 1]).astype(int), 0, center.shape[0] - 1)
+    heat = heatmaps[np.arange(k)[None, :], iy, ix]  # keypoint heatmap at the keypoint
+    scores = center[ys, xs]
+    keypoints = np.concatenate([xy * stride, (scores[:, None] * heat)[..., None]], axis=-1)
+    return keypoints.astype(np.float32), scores.astype(np.float32)

@@ -3,6 +3,7 @@ exported model's outputs."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,6 @@ from dekr.export import (
     verify_export,
 )
 from dekr.inference import DecodeConfig, predict_poses
-
 from tests.conftest import FIXTURES
 from tests.official_standin import standin_state_dict, write_standin_checkpoint
 
@@ -164,3 +164,22 @@ def test_torchscript_matches_pytorch(tmp_path, small_model):
     assert extra["dekr.spec"].decode() == meta["dekr.spec"]
     for row in verify_export(model.net, loaded, [(1, 3, 64, 64), (2, 3, 96, 128)]):
         assert row["heatmaps"] < 1e-5 and row["offsets"] < 1e-5
+
+
+def test_numpy_reference_decoder_finds_the_predict_poses_keypoints(small_model):
+    """decode_numpy (the README's porting reference) on raw outputs: every pose of predict_poses
+    (single scale, no flip, on an image already at the input size) is among its proposals."""
+    from dekr.export import decode_numpy
+    from dekr.inference.preprocess import to_input_tensor
+
+    _, model = small_model
+    image = cv2.resize(read_image_rgb(FIXTURES / "coco" / "000000000785.jpg"), (128, 128))
+    cfg = DecodeConfig.for_dataset(model.spec, input_size=128, flip_test=False)
+    poses = predict_poses(model.net, [image], model.spec, cfg)[0]["keypoints"].numpy()
+    with torch.no_grad():
+        heatmaps, offsets = model.net(to_input_tensor([image], "cpu"))
+    keypoints, scores = decode_numpy(heatmaps[0].numpy(), offsets[0].numpy())
+    assert keypoints.shape == (30, 17, 3) and np.all(np.diff(scores) <= 0)
+    assert len(poses) > 0
+    for pose in poses:
+        assert np.abs(keypoints[..., :2] - pose[None, :, :2]).max(axis=(1, 2)).min() < 1e-3

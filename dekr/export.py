@@ -107,6 +107,25 @@ def _check_spec(spec: KeypointSpec, wanted: str | KeypointSpec | None, path: Pat
     return want
 
 
+def _run_input_size(ckpt: Path) -> int | None:
+    """``data.input_size`` of the run config (``config.yaml``, written by ``scripts/train.py`` in the
+    run folder) next to a checkpoint in ``<run>/checkpoints/`` or in the same folder."""
+    import yaml
+
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        config = folder / "config.yaml"
+        if not config.is_file():
+            continue
+        try:
+            data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+        except (yaml.YAMLError, AttributeError):
+            return None
+        data = data.get("init_args", data) if isinstance(data, dict) else {}
+        size = data.get("input_size") if isinstance(data, dict) else None
+        return int(size) if isinstance(size, int) and size > 0 and size % 64 == 0 else None
+    return None
+
+
 def load_model(
     path: str | Path, config: str | Path | None = None, spec: str | KeypointSpec | None = None
 ) -> LoadedModel:
@@ -115,7 +134,8 @@ def load_model(
     Args:
         path: ``.ckpt`` of ours (recognised by its ``hyper_parameters``) or an official state dict.
         config: run config for an official checkpoint (default: guessed from the tensor shapes);
-            ignored for ours, which record their architecture.
+            ignored for ours, which record their architecture. For ours without a decode
+            ``input_size``, the run's ``config.yaml`` (``data.input_size``) supplies it.
         spec: keypoint spec the caller expects; a checkpoint for another keypoint set raises
             :class:`ModelLoadError` saying so.
     """
@@ -139,7 +159,10 @@ def load_model(
             module.net.load_state_dict(net_state)
         except RuntimeError as err:
             raise ModelLoadError(f"{path}: weights do not fit the recorded architecture: {err}") from err
-        loaded = LoadedModel(module.net.eval(), module.spec, dict(module.decode_options), "ours", None)
+        decode = dict(module.decode_options)
+        if "input_size" not in decode and (size := _run_input_size(path)):
+            decode["input_size"] = size  # as in validation: the data's input size is the test size
+        loaded = LoadedModel(module.net.eval(), module.spec, decode, "ours", None)
     else:
         try:
             state = load_official_state_dict(path)

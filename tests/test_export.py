@@ -32,7 +32,7 @@ SMALL_NET = dict(
 )
 
 
-def small_checkpoint(path, spec: str = "coco", seed: int = 0, **net_overrides):
+def small_checkpoint(path, spec: str = "coco", seed: int = 0, decode: dict | None = None, **net_overrides):
     """One of our checkpoints with a small random network (as saved by training)."""
     from dekr.checkpoint import save_module_checkpoint
     from dekr.module import DEKRModule
@@ -41,7 +41,9 @@ def small_checkpoint(path, spec: str = "coco", seed: int = 0, **net_overrides):
     net = {**SMALL_NET, **net_overrides}
     if spec == "crowdpose":
         net["num_keypoints"] = 14
-    module = DEKRModule(net=net, spec=spec, decode={"flip_test": False, "input_size": 128})
+    module = DEKRModule(
+        net=net, spec=spec, decode=decode if decode is not None else {"flip_test": False, "input_size": 128}
+    )
     # Non-trivial BatchNorm statistics, so that a train/eval mix-up would show.
     for m in module.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -68,6 +70,14 @@ def test_load_our_checkpoint(small_model):
     with torch.no_grad():
         for a, b in zip(ref(x), model.net(x)):
             torch.testing.assert_close(a, b)
+
+
+def test_run_config_gives_the_test_input_size(tmp_path):
+    run = tmp_path / "run"
+    path = small_checkpoint(run / "checkpoints" / "last.ckpt", decode={"flip_test": False})
+    assert "input_size" not in load_model(path).decode
+    (run / "config.yaml").write_text("model: {}\ndata:\n  class_path: x\n  init_args:\n    input_size: 192\n")
+    assert load_model(path).decode == {"flip_test": False, "input_size": 192}
 
 
 @pytest.mark.parametrize("variant", ["w32_coco", "w32_crowdpose"])

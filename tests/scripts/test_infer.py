@@ -284,3 +284,39 @@ def test_cli_on_the_posetrack_video(tmp_path, ckpt):
         timeout=600,
     )
     assert bad.returncode == 1 and "camera 9 could not be opened" in bad.stderr
+
+
+def test_camera_stream_with_a_fake_device(tmp_path, ckpt, monkeypatch):
+    """The camera path (batch 1, wall-clock times, stop at --max-frames) with a stand-in capture."""
+    import infer
+
+    frame = cv2.resize(cv2.imread(str(FRAMES / "000000.jpg")), (192, 128))
+    opened = []
+
+    class FakeCamera:
+        def __init__(self, source):
+            opened.append(source)
+            self.left = 100
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 0.0  # cameras often report no fps / frame count
+
+        def read(self):
+            self.left -= 1
+            return True, np.roll(frame, 2 * self.left, axis=1)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(infer.cv2, "VideoCapture", FakeCamera)
+    out = tmp_path / "cam"
+    summary = run(ckpt, "0", out, "--max-frames", "3")
+    assert opened == [0] and summary["kind"] == "camera" and summary["processed"] == 3
+    gt, results, _ = load_coco(out)
+    times = [im["time"] for im in gt.dataset["images"]]
+    assert [im["frame"] for im in gt.dataset["images"]] == [0, 1, 2] and times == sorted(times)
+    assert all("track_id" in r for r in results)
+    assert (out / "camera0_poses.mp4").is_file()

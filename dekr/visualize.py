@@ -138,10 +138,14 @@ def draw_poses(
 
 
 def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
-    """A copy of ``image`` with ``text`` on a dark band at the top left (frame number, fps, ...)."""
+    """A copy of ``image`` with ``text`` on a dark band at the bottom left (frame number, fps, ...;
+    the bottom, so that it does not hide the id labels above people near the top)."""
     canvas = np.ascontiguousarray(image.copy())
+    h = canvas.shape[0]
     scale = max(0.4, max(canvas.shape[:2]) / 1400)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.rectangle(canvas, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
-    cv2.putText(canvas, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.rectangle(canvas, (0, h - th - base - 8), (tw + 8, h), (0, 0, 0), -1)
+    cv2.putText(
+        canvas, text, (4, h - base - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
+    )
     return canvas

@@ -9,16 +9,16 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-def resolve_config_path(name: str | Path) -> Path:
-    """``w48.yaml`` / ``w48`` -> ``configs/w48.yaml`` when it is not a path that exists as given."""
+def resolve_config_path(name: str | Path, directory: Path = CONFIG_DIR, kind: str = "config") -> Path:
+    """``w48.yaml`` / ``w48`` -> ``directory/w48.yaml`` when it is not a path that exists as given."""
     path = Path(name)
     if path.is_file():
         return path
-    for candidate in (CONFIG_DIR / path, CONFIG_DIR / path.with_suffix(".yaml")):
+    for candidate in (directory / path, directory / path.with_suffix(".yaml")):
         if candidate.is_file():
             return candidate
-    available = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"config {str(name)!r} not found as a path nor in {CONFIG_DIR}; available: {available}")
+    available = sorted(p.name for p in directory.glob("*.yaml"))
+    raise FileNotFoundError(f"{kind} {str(name)!r} not found as a path nor in {directory}; available: {available}")
 
 
 def load_section(config: str | Path, section: str) -> dict[str, Any]:

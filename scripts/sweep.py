@@ -42,6 +42,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dekr.config import resolve_config_path  # noqa: E402
 SWEEP_DIR = REPO / "configs" / "sweeps"
 ARRAY_SBATCH = REPO / "scripts" / "slurm" / "sweep.sbatch"
 RESULT_KEYS = ("val/AP", "val/AP50", "val/AP75", "val/APM", "val/APL", "val/AR", "val/AP_easy", "val/AP_medium",
@@ -49,14 +52,7 @@ RESULT_KEYS = ("val/AP", "val/AP50", "val/AP75", "val/APM", "val/APL", "val/AR",
 
 
 def resolve_sweep(name: str | Path) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    for candidate in (SWEEP_DIR / path, SWEEP_DIR / path.with_suffix(".yaml")):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"sweep {str(name)!r} not found as a path nor in {SWEEP_DIR}; available: "
-                            f"{sorted(p.name for p in SWEEP_DIR.glob('*.yaml'))}")
+    return resolve_config_path(name, SWEEP_DIR, kind="sweep")
 
 
 def load_sweep(path: Path) -> dict[str, Any]:

@@ -27,7 +27,9 @@ class DecodeConfig:
             (``output_stride - 1``) before the forward pass, which aligns the flipped output grid
             with the unflipped one under the network's "output pixel i = input pixel 4i"
             convention. Without it the poses are flipped back exactly in continuous coordinates
-            and the flipped heatmaps are 3/4 of an output pixel off.
+            and the flipped heatmaps are 3/4 of an output pixel off. Keep it on for the models
+            we train too: our exact training flip uses the same "output u = input x / stride"
+            convention, under which only the shifted flip aligns (tests/inference/test_flip_alignment.py).
         max_num_people: top-k centers per scale and the cap after pose NMS (official 30).
         keypoint_threshold: minimum center heatmap score of a proposal (official 0.01).
         pool_thresholds: center max-pool kernel 7 when (h+w)/2 of the map > first, 5 when > second,

@@ -1,8 +1,6 @@
 """Official checkpoint conversion: exact reference outputs, key coverage, clear mismatch errors."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import dekr
 from dekr.convert import CheckpointMismatchError, convert_official_state_dict, load_official_state_dict
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 from tests.official_standin import REFERENCE_DIR, read_keys, standin_state_dict, write_standin_checkpoint
+from tests.scripts.script_runner import run_script
 
 VARIANT_NETS = {
     "w32_coco": DEKRNetConfig(backbone="hrnet_w32", num_keypoints=17, heatmap_channels=32),
@@ -50,11 +49,10 @@ def test_every_official_key_is_used_and_parameter_count_is_official(variant: str
 
 
 @pytest.mark.parametrize("variant", sorted(REFERENCE_OUTPUTS))
-def test_converted_checkpoint_reproduces_official_outputs(variant: str, tmp_path: Path, repo_root: Path) -> None:
+def test_converted_checkpoint_reproduces_official_outputs(variant: str, tmp_path: Path) -> None:
     official = write_standin_checkpoint(variant, tmp_path / f"pose_dekr_hrnet{variant}.pth")
     out = tmp_path / f"{variant}.ckpt"
-    subprocess.run([sys.executable, str(repo_root / "scripts/convert_official.py"), str(official),
-                    "--config", f"{variant}.yaml", "--out", str(out)], check=True, capture_output=True, text=True)
+    run_script("convert_official.py", [str(official), "--config", f"{variant}.yaml", "--out", str(out)])
     module = dekr.DEKRModule.load_from_checkpoint(out, map_location="cpu").eval()
     ref = np.load(REFERENCE_DIR / REFERENCE_OUTPUTS[variant])
     with torch.no_grad():
@@ -113,11 +111,11 @@ def test_truncated_and_missing_files(tmp_path: Path) -> None:
         load_official_state_dict(tmp_path / "nope.pth")
 
 
-def test_script_reports_mismatch_without_writing(tmp_path: Path, repo_root: Path) -> None:
+def test_script_reports_mismatch_without_writing(tmp_path: Path) -> None:
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")
     out = tmp_path / "wrong.ckpt"
-    result = subprocess.run([sys.executable, str(repo_root / "scripts/convert_official.py"), str(official),
-                             "--config", "w32_coco.yaml", "--out", str(out)], capture_output=True, text=True)
+    args = [str(official), "--config", "w32_coco.yaml", "--out", str(out)]
+    result = run_script("convert_official.py", args, check=False)
     assert result.returncode == 1
     assert "does not fit the configured network" in result.stderr
     assert not out.exists()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.official_standin import write_standin_checkpoint
+from tests.scripts.script_runner import run_script
 from tests.test_export import small_checkpoint
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -32,24 +32,8 @@ def test_export_our_checkpoint_onnx_and_torchscript(tmp_path, capsys):
 def test_export_official_checkpoint_cli(tmp_path):
     ckpt = write_standin_checkpoint("w32_crowdpose", tmp_path / "pose_dekr_hrnetw32_crowdpose.pth")
     out = tmp_path / "w32.onnx"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "export.py"),
-            "--ckpt",
-            str(ckpt),
-            "--out",
-            str(out),
-            "--input-size",
-            "128",
-            "128",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("export.py", ["--ckpt", str(ckpt), "--out", str(out), "--input-size", "128", "128"],
+                      cwd=tmp_path, timeout=900)
     assert out.is_file() and "crowdpose, 14 keypoints" in proc.stdout and "ok" in proc.stdout
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 
 import cv2
@@ -14,6 +13,7 @@ import pytest
 
 from tests.conftest import FIXTURES, REPO_ROOT
 from tests.official_standin import write_standin_checkpoint
+from tests.scripts.script_runner import run_script
 from tests.test_export import small_checkpoint
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -248,41 +248,10 @@ def test_official_checkpoint_and_onnx_model(tmp_path):
 
 @pytest.mark.slow
 def test_cli_on_the_posetrack_video(tmp_path, ckpt):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "infer.py"),
-            "--ckpt",
-            str(ckpt),
-            "--input",
-            str(VIDEO),
-            "--out",
-            str(tmp_path / "out"),
-            "--input-size",
-            "256",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("infer.py", ["--ckpt", str(ckpt), "--input", str(VIDEO), "--out", str(tmp_path / "out"),
+                                   "--input-size", "256"], cwd=tmp_path)
     assert "5 frames" in proc.stdout and "frame/s" in proc.stderr  # the progress bar
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "infer.py"),
-            "--ckpt",
-            str(ckpt),
-            "--input",
-            "9",
-            "--out",
-            str(tmp_path / "cam"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    bad = run_script("infer.py", ["--ckpt", str(ckpt), "--input", "9", "--out", str(tmp_path / "cam")], check=False)
     assert bad.returncode == 1 and "camera 9 could not be opened" in bad.stderr
 
 

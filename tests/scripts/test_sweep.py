@@ -9,20 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.scripts.train_helpers import REPO, TINY_ARGS, clean_env
+from tests.scripts.script_runner import REPO, clean_env, run_script
+from tests.scripts.train_helpers import TINY_ARGS
 
 sys.path.insert(0, str(REPO / "scripts"))
 import sweep  # noqa: E402
 
-SWEEP = REPO / "scripts" / "sweep.py"
-
 
 def run_sweep(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True):
-    result = subprocess.run([sys.executable, str(SWEEP), *args], cwd=cwd, env=env or clean_env(WANDB_MODE="disabled"),
-                            capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"sweep.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+    return run_script("sweep.py", args, cwd=cwd, timeout=900, check=check,
+                      env=env or clean_env(WANDB_MODE="disabled"))
 
 
 def test_ablation_grid_has_eight_distinct_points() -> None:

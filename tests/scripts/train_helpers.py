@@ -1,12 +1,12 @@
 """Running scripts/train.py in a subprocess for the tests."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts.script_runner import REPO, clean_env, run_script
+
+__all__ = ["REPO", "TINY_ARGS", "clean_env", "run_train"]
 
 # A tiny, fast variant of configs/demo.yaml (seconds per epoch on one CPU core).
 TINY_ARGS = [
@@ -20,17 +20,6 @@ TINY_ARGS = [
 ]
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_", "MASTER_", "NODE_RANK",
-                                                                        "LOCAL_RANK", "WORLD_SIZE", "RANK"))}
-    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "NETRC": "/nonexistent"}, **extra)
-    return env
-
-
 def run_train(args: list[str], cwd: Path, timeout: int = 600, check: bool = True,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(REPO / "scripts/train.py"), *args], cwd=cwd, env=env or clean_env(),
-                            capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result
+    return run_script("train.py", args, cwd=cwd, timeout=timeout, check=check, env=env)

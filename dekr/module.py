@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning as L
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from dekr.data.spec import KeypointSpec, load_spec
+from dekr.dataclass_config import dataclass_from_dict
 from dekr.losses import LossConfig, dekr_loss
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
@@ -52,11 +53,7 @@ def _as_config(cls: type, value: Any) -> Any:
     if isinstance(value, cls):
         return value
     if isinstance(value, dict):
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**value)
+        return dataclass_from_dict(cls, value, cls.__name__)
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 

@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +53,13 @@ from dekr.inference.tracking import PoseTracker, TrackingConfig  # noqa: E402
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 log = logging.getLogger("infer")
+# --infer-config sections, each also given as --<section> key=value overrides (what they set).
+CONFIG_SECTIONS = {
+    "decode": "DecodeConfig overrides",
+    "smoothing": "One Euro options (min_cutoff, beta, d_cutoff, ...)",
+    "tracking": "tracking options (oks_threshold, max_age, ...)",
+    "draw": "drawing options (kpt_thr, pose_thr, color_by, ...)",
+}
 
 
 class InputError(RuntimeError):
@@ -88,12 +95,11 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise SystemExit(f"error: unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**data)
+def section_options(
+    infer_cfg: dict[str, dict[str, Any]], section: str, overrides: list[str] | None
+) -> dict[str, Any]:
+    """One ``--infer-config`` section with the ``--<section> key=value`` overrides on top."""
+    return {**infer_cfg.get(section, {}), **parse_kv(overrides, section)}
 
 
 def load_infer_config(path: str | None) -> dict[str, dict[str, Any]]:
@@ -104,10 +110,10 @@ def load_infer_config(path: str | None) -> dict[str, dict[str, Any]]:
         raise SystemExit(f"error: --infer-config {path} does not exist")
     data = yaml.safe_load(p.read_text()) or {}
     data = data.get("infer", data)
-    unknown = set(data) - {"decode", "smoothing", "tracking", "draw"}
+    unknown = set(data) - set(CONFIG_SECTIONS)
     if unknown:
         raise SystemExit(
-            f"error: {path}: unknown section(s) {sorted(unknown)}; known: decode, smoothing, tracking, draw"
+            f"error: {path}: unknown section(s) {sorted(unknown)}; known: {', '.join(CONFIG_SECTIONS)}"
         )
     return {k: dict(v or {}) for k, v in data.items()}
 
@@ -524,6 +530,8 @@ def run_stream(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from dekr.dataclass_config import dataclass_from_dict
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -545,17 +553,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip test (official)")
     flip.add_argument("--no-flip", dest="flip", action="store_false")
     parser.add_argument("--scales", type=float, nargs="+", help="test scales, e.g. 2 1 0.5")
-    parser.add_argument("--decode", nargs="*", help="DecodeConfig overrides key=value")
     parser.add_argument("--infer-config", help="YAML with decode / smoothing / tracking / draw sections")
-    parser.add_argument(
-        "--smoothing", nargs="*", help="One Euro options key=value (min_cutoff, beta, d_cutoff, ...)"
-    )
-    parser.add_argument(
-        "--tracking", nargs="*", help="tracking options key=value (oks_threshold, max_age, ...)"
-    )
-    parser.add_argument(
-        "--draw", nargs="*", help="drawing options key=value (kpt_thr, pose_thr, color_by, ...)"
-    )
+    for section, what in CONFIG_SECTIONS.items():
+        parser.add_argument(f"--{section}", nargs="*", help=f"{what} key=value (over --infer-config)")
     parser.add_argument("--kpt-thr", type=float, help="keypoint score threshold for drawing")
     parser.add_argument("--pose-thr", type=float, help="pose score threshold (drawing and results)")
     parser.add_argument(
@@ -580,24 +580,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except InputError as err:
         raise SystemExit(f"error: {err}") from None
     infer_cfg = load_infer_config(args.infer_config)
-    draw_opts = {**infer_cfg.get("draw", {}), **parse_kv(args.draw, "draw")}
+    draw_opts = section_options(infer_cfg, "draw", args.draw)
     for key, value in (("kpt_thr", args.kpt_thr), ("pose_thr", args.pose_thr), ("color_by", args.color_by)):
         if value is not None:
             draw_opts[key] = value
     streaming = kind in ("video", "camera") or (kind == "folder" and args.sequence)
     draw_opts.setdefault("color_by", "person" if streaming else "limb")
-    opts: DrawOptions = _from_dict(DrawOptions, draw_opts, "draw")
-    if args.no_draw:
-        opts.enabled = False
     try:
-        smoothing = SmoothingConfig.from_dict(
-            {**infer_cfg.get("smoothing", {}), **parse_kv(args.smoothing, "smoothing")}
-        )
-        tracking = TrackingConfig.from_dict(
-            {**infer_cfg.get("tracking", {}), **parse_kv(args.tracking, "tracking")}
-        )
+        opts = dataclass_from_dict(DrawOptions, draw_opts, "draw")
+        smoothing = SmoothingConfig.from_dict(section_options(infer_cfg, "smoothing", args.smoothing))
+        tracking = TrackingConfig.from_dict(section_options(infer_cfg, "tracking", args.tracking))
     except (ValueError, TypeError) as err:
         raise SystemExit(f"error: {err}") from None
+    if args.no_draw:
+        opts.enabled = False
     if args.no_track:
         tracking.enabled = False
     if args.no_smooth or not tracking.enabled:

@@ -15,10 +15,12 @@ Units: positions in pixels, times in seconds, so ``min_cutoff`` and ``d_cutoff``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from dekr.dataclass_config import dataclass_from_dict
 
 
 @dataclass
@@ -53,12 +55,7 @@ class SmoothingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "SmoothingConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown smoothing option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "smoothing")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,10 +10,12 @@ detector flicker, not long crossings of similar poses.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from dekr.dataclass_config import dataclass_from_dict
 
 
 @dataclass
@@ -36,12 +38,7 @@ class TrackingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrackingConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown tracking option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "tracking")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

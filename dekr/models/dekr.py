@@ -1,11 +1,12 @@
 """The DEKR network: HRNet backbone + heatmap head + disentangled adaptive offset head."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
+from dekr.dataclass_config import dataclass_from_dict
 from dekr.models.adaptive_conv import AdaptiveBackend
 from dekr.models.backbone import HRNetBackbone
 from dekr.models.heads import HeatmapHead, OffsetBlockType, OffsetHead
@@ -46,11 +47,7 @@ class DEKRNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DEKRNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model.net option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "model.net")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

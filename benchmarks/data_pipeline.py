@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from timing import ms_per_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -122,15 +123,8 @@ def main() -> None:
             areas[i, : len(s["area"])] = s["area"]
         masks = torch.stack([s["mask"] for s in batch])
         joints, areas, masks = joints.to(device), areas.to(device), masks.to(device)
-        for _ in range(3):
-            build_targets_torch(joints, areas, masks, r, ds.target_config)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        reps = 20
-        for _ in range(reps):
-            build_targets_torch(joints, areas, masks, r, ds.target_config)
-        torch.cuda.synchronize()
-        ms = (time.perf_counter() - t0) / reps * 1000
+        ms = ms_per_call(lambda: build_targets_torch(joints, areas, masks, r, ds.target_config), device,
+                         repeats=20, warmup=3)
         print(f"GPU targets ({torch.cuda.get_device_name()}): {ms:.2f} ms per batch of {len(batch)} "
               f"({ms / len(batch):.3f} ms/sample)")
 

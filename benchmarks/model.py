@@ -15,28 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from timing import ms_per_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.models.dekr import DEKRNet, DEKRNetConfig  # noqa: E402
-
-
-def time_ms(fn: Callable[[], None], device: str, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats * 1000
 
 
 def bench_rows(backbone: str, size: int, batch: int, device: str, repeats: int, dtype_ctx: str,
@@ -77,8 +64,8 @@ def bench_rows(backbone: str, size: int, batch: int, device: str, repeats: int, 
             (out.float().mean() if out.dim() else out).backward()
             net.zero_grad(set_to_none=True)
 
-        fwd = time_ms(forward, device, repeats) / batch
-        fwd_bwd = time_ms(forward_backward, device, repeats) / batch
+        fwd = ms_per_call(forward, device, repeats) / batch
+        fwd_bwd = ms_per_call(forward_backward, device, repeats) / batch
         rows.append((name, fwd, fwd_bwd))
     return rows
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from timing import ms_per_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,19 +64,6 @@ def make_step(cfg: DEKRNetConfig, batch: dict[str, torch.Tensor], device: str, b
         return float(loss.detach())
 
     return step
-
-
-def images_per_second(step: Callable[[], float], batch: int, device: str, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         data = make_batch(batch, args.size, cfg.num_keypoints, device, cl)
         step = make_step(cfg, data, device, bf16, cl, comp, official)
-        rate = images_per_second(step, batch, device, steps, warmup + (3 if comp else 0))
-        print(f"| {label} | {rate:.2f} | {1000 * batch / rate:.0f} |", flush=True)
+        ms = ms_per_call(step, device, steps, warmup + (3 if comp else 0))
+        print(f"| {label} | {1000 * batch / ms:.2f} | {ms:.0f} |", flush=True)
         del step, data
         if gpu:
             torch.cuda.empty_cache()

@@ -7,7 +7,8 @@ Prints three tables:
 1. end-to-end ``predict_poses`` time per image split into stages (random-init W32: the network
    cost is real, the decoded poses are not);
 2. decoding + pose NMS alone on real network outputs with exactly ``--candidates`` proposals per
-   image (the center threshold is lowered so that top-k is always full), batched vs one image;
+   image (the center threshold is lowered so that top-k is always full), batched vs one image,
+   without and with ``match_heatmap`` (absorb + Gaussian-fit refinement of every keypoint);
 3. ``OKSAP.compute`` on the 2000-image CrowdPose val annotations with noisy predictions, per backend.
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from timing import ms_per_call
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,8 +52,12 @@ def bench_end_to_end(args, spec, device) -> None:
                                    autocast_dtype="bfloat16" if args.bf16 else None)
     predict_poses(net, images[: max(1, min(2, len(images)))], spec, cfg)  # warm-up
     timer = Timer(torch.device(device))
-    total = args.repeat * ms_per_call(lambda: predict_poses(net, images, spec, cfg, timer=timer), device,
-                                      args.repeat, warmup=0) / 1000
+    start = time.perf_counter()
+    for _ in range(args.repeat):
+        predict_poses(net, images, spec, cfg, timer=timer)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
     n = len(images) * args.repeat
     print(f"\n## predict_poses, {args.backbone} at {args.input_size}, flip={cfg.flip_test}, scales={cfg.scales}, "
           f"device={device}, bf16={args.bf16}, batch={args.batch_size}, pad_batch={args.pad_batch}, {len(images)} images"
@@ -76,18 +80,25 @@ def bench_decode(args, spec, device) -> None:
     info = resize_info(image.shape[0], image.shape[1], cfg.input_size)
     batch = to_input_tensor([resize_image(image, info)], device)
     outputs = run_net(net, batch, cfg)
+    # match_heatmap: absorb only, then absorb + Gaussian-fit refinement of every keypoint (threshold off:
+    # the worst case, candidates x K windows per image); fewer repeats, these rows are slow on CPU
+    match_cfg = cfg.replace(match_heatmap=True, adjust_threshold=-1.0)
+    absorb_cfg = match_cfg.replace(adjust_kernel=0)
     print(f"\n## decoding + pose NMS, {args.candidates} candidate centers per image, flip outputs, "
           f"{info.base_size[0]}x{info.base_size[1]} input, device={device}")
-    print("| images per call | decode ms / image | NMS ms / image | total ms / image |\n|---|---|---|---|")
-    for n in (1, 8):
-        outs = [tuple(t.expand(n, *t.shape[1:]).contiguous() for t in outputs)]
-        timer = Timer(torch.device(device))
-        decode_batch(outs, [info] * n, spec, cfg, info.base_size)  # warm-up
-        reps = max(3, args.decode_repeat // n)
-        for _ in range(reps):
-            decode_batch(outs, [info] * n, spec, cfg, info.base_size, timer=timer)
-        d, s = 1000 * timer.totals["decode"] / (reps * n), 1000 * timer.totals["nms"] / (reps * n)
-        print(f"| {n} | {d:.2f} | {s:.2f} | {d + s:.2f} |")
+    print("| match_heatmap | images per call | decode ms / image | NMS ms / image | total ms / image |\n"
+          "|---|---|---|---|---|")
+    for name, c in (("off", cfg), ("on, absorb only (adjust_kernel=0)", absorb_cfg),
+                    ("on, absorb + Gaussian fit of all keypoints", match_cfg)):
+        for n in (1, 8):
+            outs = [tuple(t.expand(n, *t.shape[1:]).contiguous() for t in outputs)]
+            timer = Timer(torch.device(device))
+            decode_batch(outs, [info] * n, spec, c, info.base_size)  # warm-up
+            reps = max(3, args.decode_repeat // n) if c is cfg else max(2, args.decode_repeat // (8 * n))
+            for _ in range(reps):
+                decode_batch(outs, [info] * n, spec, c, info.base_size, timer=timer)
+            d, s = 1000 * timer.totals["decode"] / (reps * n), 1000 * timer.totals["nms"] / (reps * n)
+            print(f"| {name} | {n} | {d:.2f} | {s:.2f} | {d + s:.2f} |")
 
 
 def bench_oksap(args) -> None:

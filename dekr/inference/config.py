@@ -37,9 +37,17 @@ class DecodeConfig:
         nms_thre, nms_num_thre: two poses overlap when more than ``nms_num_thre`` keypoints lie
             closer than ``nms_thre * sqrt(area)`` (area of the first pose's keypoint extent, w^2 + h^2).
         decrease: multi-scale: scores of the other scales are rescaled to scale 1's max times this.
-        match_heatmap: move each keypoint to the nearest heatmap peak within ``max_absorb_distance``
-            (official MATCH_HMP, absorb step; the official Gaussian-fit refinement is not done).
+        match_heatmap: official MATCH_HMP: move each keypoint to the nearest heatmap peak within
+            ``max_absorb_distance``, then refine it by fitting a 2D Gaussian to the scale-averaged
+            heatmap around it (:func:`dekr.inference.refine.gaussian_refine`, batched).
         max_absorb_distance: in input pixels at scale 1 (official 75).
+        adjust_kernel: match_heatmap refinement: half size of the fitted window, in input pixels at
+            scale 1 (official TEST.GUASSIAN_KERNEL 6: 13x13 windows, clipped at the border); 0 turns
+            the refinement off (absorb step only).
+        adjust_threshold: only keypoints with score (center score x heatmap value, before the
+            absorb step) above this are refined (official TEST.ADJUST_THRESHOLD 0.05).
+        adjust_sigma: initial sigma of the fit (official DATASET.SIGMA 2, although the heatmaps at
+            input resolution are about 4x wider; the fit finds their width).
         rescore: path of a rescoring-net checkpoint (ours or official ``final_rescore_*.pth``); None: off.
         batch_size: images per forward pass in :func:`dekr.inference.predict_poses`.
         pad_batch: pad the images of a batch to a common input shape (one forward per batch, faster on
@@ -60,6 +68,9 @@ class DecodeConfig:
     decrease: float = 1.0
     match_heatmap: bool = False
     max_absorb_distance: float = 75.0
+    adjust_kernel: int = 6
+    adjust_threshold: float = 0.05
+    adjust_sigma: float = 2.0
     rescore: str | None = None
     batch_size: int = 8
     pad_batch: bool = False
@@ -77,6 +88,8 @@ class DecodeConfig:
             raise ValueError(f"max_num_people must be >= 1, got {self.max_num_people}")
         if self.input_size % 64:
             raise ValueError(f"input_size must be a multiple of 64, got {self.input_size}")
+        if self.adjust_kernel < 0:
+            raise ValueError(f"adjust_kernel must be >= 0, got {self.adjust_kernel}")
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
 

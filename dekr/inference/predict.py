@@ -29,6 +29,7 @@ from dekr.inference.decode import (
 )
 from dekr.inference.nms import pose_nms
 from dekr.inference.preprocess import ResizeInfo, check_image, resize_image, resize_info, to_input_tensor
+from dekr.inference.refine import gaussian_refine
 from dekr.inference.rescore import RescoreNet, load_rescore_net, rescore
 
 Net = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -127,13 +128,23 @@ def decode_batch(outputs: Sequence[tuple[Tensor, Tensor, Tensor | None, Tensor |
         heat_up = upsampled_heatmaps(proposals) if cfg.match_heatmap else None
         device = poses.device
         rescorer = _rescore_net(cfg, spec, device)
+        xys = [poses[n, kept] for n, kept in enumerate(keep)]
+        kp_scores = [keypoint_scores[n, kept] for n, kept in enumerate(keep)]
+        if heat_up is not None:
+            # official MATCH_HMP: absorb to heatmap peaks, then Gaussian-fit refinement (all images at once);
+            # the refinement threshold reads the scores from before the absorb step, as officially
+            xys = [absorb_to_peaks(xy, heat_up[n], cfg.max_num_people, cfg.max_absorb_distance) if len(xy) else xy
+                   for n, xy in enumerate(xys)]
+            if cfg.adjust_kernel > 0:
+                image_index = torch.cat([torch.full((len(xy),), n, dtype=torch.long, device=device)
+                                         for n, xy in enumerate(xys)])
+                refined = gaussian_refine(torch.cat(xys), torch.cat(kp_scores), heat_up, image_index,
+                                          cfg.adjust_kernel, cfg.adjust_threshold, cfg.adjust_sigma)
+                xys = list(refined.split([len(xy) for xy in xys]))
         results = []
-        for n, (kept, info) in enumerate(zip(keep, infos)):
-            xy = poses[n, kept]
-            if heat_up is not None and len(kept):
-                xy = absorb_to_peaks(xy, heat_up[n], cfg.max_num_people, cfg.max_absorb_distance)
-            kps = torch.cat([info.to_original(xy), keypoint_scores[n, kept][..., None]], dim=-1).float()
-            scores = kps[..., 2].mean(dim=-1) if len(kept) else kps.new_zeros(0)
+        for xy, kscore, info in zip(xys, kp_scores, infos):
+            kps = torch.cat([info.to_original(xy), kscore[..., None]], dim=-1).float()
+            scores = kps[..., 2].mean(dim=-1) if len(xy) else kps.new_zeros(0)
             results.append({"keypoints": kps, "scores": scores})
         if rescorer is not None and results:
             counts = [len(r["scores"]) for r in results]

@@ -76,7 +76,29 @@ def test_minicoco_val_decode_back():
     assert len(preds) == len(gt["images"])
 
 
+def _keypoint_errors(preds, gt) -> np.ndarray:
+    """Per visible keypoint, |error| (max of x, y) of the best-matching predicted pose."""
+    by_image = {img["id"]: p for img, p in zip(gt["images"], preds)}
+    errs = []
+    for ann in gt["annotations"]:
+        kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        vis = kp[:, 2] > 0
+        if not vis.any():
+            continue
+        err = np.abs(by_image[ann["image_id"]]["keypoints"].numpy()[:, vis, :2] - kp[None, vis, :2]).max(-1)
+        errs.extend(err[err.max(1).argmin()])
+    return np.asarray(errs)
+
+
 def test_match_heatmap_snaps_to_peaks():
-    # absorb moves keypoints onto integer heatmap peaks (no Gaussian refinement): near-exact
-    out, preds, _ = _decode_ap(COCO_GT, "coco", flip_test=True, match_heatmap=True)
+    # absorb only: keypoints land on integer peaks of the input-resolution heatmaps (measured AP 0.983)
+    out, preds, gt = _decode_ap(COCO_GT, "coco", flip_test=True, match_heatmap=True, adjust_kernel=0)
     assert out["AP"].item() > 0.95
+    assert np.median(_keypoint_errors(preds, gt)) > 0.5
+
+
+def test_match_heatmap_gaussian_refinement():
+    # absorb + official Gaussian-fit refinement: sub-pixel again (measured AP 1.0, median error 0.008 px)
+    out, preds, gt = _decode_ap(COCO_GT, "coco", flip_test=True, match_heatmap=True)
+    assert out["AP"].item() >= 0.95
+    assert np.median(_keypoint_errors(preds, gt)) < 0.05

@@ -34,7 +34,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
 
-from dekr.callbacks import AtomicCheckpointIO, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint, PoseImageLogger, WandbLogger  # noqa: E402
+from dekr.callbacks import (AtomicCheckpointIO, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,  # noqa: E402
+                            PoseImageLogger, RequeueAtSafePoint, WandbLogger)
 from dekr.config import resolve_config_path  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
@@ -97,6 +98,10 @@ class DEKRCLI(LightningCLI):
                 logger.set_save_dir(root)
         if trainer.loggers and not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks):
             trainer.callbacks.insert(0, LearningRateMonitor(logging_interval="epoch"))
+        # SLURM requeue signal: checkpoint + requeue at the next safe point of the loop, not inside the
+        # signal handler. Last, so that the other callbacks' epoch-end state is in that checkpoint.
+        if not any(isinstance(c, RequeueAtSafePoint) for c in trainer.callbacks):
+            trainer.callbacks.append(RequeueAtSafePoint())
         return trainer
 
 

@@ -47,9 +47,6 @@ def test_sbatch_template_trains_on_two_tasks(slurm_cluster: LocalSlurm, tmp_path
     assert sum("val/AP" in row for row in history(wandb_file)) == 2
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug (issue 4): when SIGUSR1 lands mid-epoch, the resumed run can end with global_step one more than "
-    "epochs * steps (21 vs 20 seen in a fresh-clone CI run); passes when the signal lands elsewhere"))
 def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: LocalSlurm,  # noqa: F811
                                                             tmp_path: Path) -> None:
     epochs = 10
@@ -72,6 +69,9 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Local
     text = log.read_text()
     assert info["JobState"] == "COMPLETED", text[-5000:]
     assert info["Restarts"] == "1"
+    # Issue 4: checkpoint + requeue at a safe point of the loop (dekr.callbacks.RequeueAtSafePoint), not
+    # inside the signal handler, where the saved loop counters could disagree (global_step 21 instead of 20).
+    assert "Requeue signal: checkpointing and requeueing at the end of" in text
     assert "Handling auto-requeue signal" in text and "(restart 1)" in text
     hpc = run_dir / "hpc_ckpt_1.ckpt"
     assert f"Restored all states from the checkpoint at {hpc}" in text

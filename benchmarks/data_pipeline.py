@@ -68,7 +68,7 @@ def main() -> None:
             joints, area = ds.persons(i)
             mask = ds.keep_mask(i)
             t2 = time.perf_counter()
-            out = ds.transform(image, mask, joints, rng=ds.rng)
+            out = ds.transform(image, mask, joints, rng=ds.sample_rng(i))
             t3 = time.perf_counter()
             normalised = normalize_image(out["image"])
             t4 = time.perf_counter()

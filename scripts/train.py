@@ -30,6 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning.pytorch import Trainer  # noqa: E402
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
@@ -85,6 +86,7 @@ class DEKRCLI(LightningCLI):
         if not config.get("default_root_dir"):
             kwargs["default_root_dir"] = str(Path("runs") / (self.run_name or "default"))
         trainer = super().instantiate_trainer(**kwargs)
+        check_sync_batchnorm(trainer)
         root = Path(trainer.default_root_dir)
         # Atomic saves unless a custom CheckpointIO was configured.
         if type(trainer.strategy.checkpoint_io) in (CheckpointIO,) or \
@@ -103,6 +105,18 @@ class DEKRCLI(LightningCLI):
         if not any(isinstance(c, RequeueAtSafePoint) for c in trainer.callbacks):
             trainer.callbacks.append(RequeueAtSafePoint())
         return trainer
+
+
+def check_sync_batchnorm(trainer: Trainer) -> None:
+    """Refuse ``trainer.sync_batchnorm`` on a distributed CPU run before anything starts.
+
+    Lightning converts every BatchNorm (the HRNet backbone's and the heads') to ``SyncBatchNorm``
+    under DDP; torch's SyncBatchNorm runs only on CUDA / XPU / HPU devices and would otherwise fail
+    at the first training batch, after the data loading and the sanity check.
+    """
+    if getattr(trainer.strategy, "_layer_sync", None) is not None and isinstance(trainer.accelerator, CPUAccelerator):
+        raise ValueError("trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm has no CPU implementation; "
+                         "leave it false for CPU runs (each process then normalises over its own batch)")
 
 
 def write_metrics(cli: DEKRCLI) -> Path | None:

@@ -45,9 +45,16 @@ def check_ranks(out: Path, root: Path, node_ranks: tuple[int, int] = (0, 0)) -> 
 
 def test_two_processes_gloo(tmp_path: Path) -> None:
     root, out = tmp_path / "run", tmp_path / "probe"
-    run_train([*TINY_ARGS, *probe_args(out), "--trainer.devices", "2", "--trainer.strategy", "ddp",
-               "--trainer.default_root_dir", str(root)], cwd=tmp_path)
+    # data.global_batch_size 8 over 2 processes: 4 images per rank and step (batch_size is ignored)
+    result = run_train([*TINY_ARGS, *probe_args(out), "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                        "--data.init_args.global_batch_size", "8", "--data.init_args.batch_size", "3",
+                        "--trainer.default_root_dir", str(root)], cwd=tmp_path)
     check_ranks(out, root)
+    for rank in (0, 1):
+        sizes = json.loads((out / f"rank{rank}.json").read_text())["train_batch_sizes"]
+        assert sizes == [4, 4], sizes  # NUM_TRAIN / 2 ranks = 8 images per rank
+    log = result.stdout + result.stderr
+    assert "4 images per device (from data.global_batch_size) x 2 device(s) = 8 images per optimizer step" in log
 
 
 def _free_port() -> int:

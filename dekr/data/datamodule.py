@@ -12,20 +12,27 @@ Batches:
   RGB arrays), ``image_id`` (list[int]), ``file_name`` (list[str]) and ``orig_size``
   (list of (H, W)). ``val_ground_truth`` is the COCO-format dict of the evaluated split.
 
-Distributed training: the datasets are map-style and the loaders use no custom sampler, so
-Lightning (``use_distributed_sampler=True``, its default) wraps them in a ``DistributedSampler``:
-each rank gets a distinct shard of the training set, reshuffled every epoch. Validation shards may
-repeat a few images to pad the last batch; the metric de-duplicates by ``image_id``.
+Batch size: ``batch_size`` is per device; ``global_batch_size`` (images per optimizer step over
+all devices, nodes and accumulated batches, the official recipe's "images per GPU x GPUs") instead
+derives the per-device batch from the trainer in ``setup()``. The learning rate is never scaled.
 
-Seeding: ``worker_init_fn`` seeds each worker's augmentation RNG (numpy Generator and the
-albumentations pixel transforms) from torch's per-worker seed and the global rank, so that with
-``seed_everything(seed, workers=True)`` the augmentations are reproducible and differ between
-workers and ranks.
+Distributed training: the training loader's sampler is an :class:`EpochShardSampler` (a
+``DistributedSampler`` with this rank's shard, so Lightning keeps it), reshuffled every epoch from
+``seed + epoch``. The validation loaders use no custom sampler, so Lightning
+(``use_distributed_sampler=True``, its default) shards them; validation shards may repeat a few
+images to pad the last batch; the metric de-duplicates by ``image_id``.
+
+Seeding (see :mod:`dekr.data.sampling`): the training order is a function of (seed, epoch) and
+each sample's augmentation of (seed, epoch, index), with the seed of ``seed_everything``
+(``PL_GLOBAL_SEED``, 0 when unset). Nothing depends on the worker or on an RNG state that a resume
+would lose: resumed runs and any ``num_workers`` see the same batches. ``worker_init_fn`` still
+seeds each worker's global numpy RNG (distinct per worker and rank) for third-party code.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, get_worker_info
 
 from dekr.data.dataset import CocoKeypointDataset, load_coco_json
+from dekr.data.sampling import EpochShardSampler, resolve_batch_size
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
 from dekr.data.targets import TargetConfig, build_targets_torch
@@ -75,11 +84,11 @@ def _worker_init_fn(worker_id: int) -> None:
     rank = getattr(dataset, "global_rank", 0)
     seq = np.random.SeedSequence([torch.initial_seed() % 2 ** 63, int(rank), int(worker_id)])
     seed = int(seq.generate_state(1, dtype=np.uint64)[0] % 2 ** 63)
+    # Only for third-party code that draws from the global RNG: our augmentations use per-sample
+    # generators (dekr.data.sampling) and do not depend on the worker.
     np.random.seed(seed % 2 ** 32)
     # Deliberately no cv2.setNumThreads() here: called in a forked worker after the parent used
     # OpenCV's thread pool, it deadlocks (checked with OpenCV 5.0).
-    if hasattr(dataset, "reseed"):
-        dataset.reseed(seed)
 
 
 def collate_train(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,7 +127,12 @@ class DEKRDataModule(LightningDataModule):
         train_split, val_split, test_split: override the default layout (``LAYOUTS``).
         input_size: S, the square training input (512 for W32, 640 for W48).
         output_size: R, the target map size; default S / 4.
-        batch_size: training images per device.
+        batch_size: training images per device (used when ``global_batch_size`` is None).
+        global_batch_size: training images per optimizer step over all devices, nodes and
+            accumulated batches; the per-device batch becomes ``global_batch_size / (devices x
+            num_nodes x accumulate_grad_batches)`` (an error if not whole) and ``batch_size`` is
+            ignored. Keeps the effective batch when moving between 1 and 8 GPUs; the learning
+            rate is not scaled with it.
         val_batch_size: evaluation images per device (a list of original images per batch).
         num_workers, pin_memory, persistent_workers: DataLoader settings.
         augmentation: random affine / flip / pixel transforms (official defaults).
@@ -141,6 +155,7 @@ class DEKRDataModule(LightningDataModule):
         input_size: int = 512,
         output_size: int | None = None,
         batch_size: int = 10,
+        global_batch_size: int | None = None,
         val_batch_size: int = 1,
         num_workers: int = 4,
         pin_memory: bool = True,
@@ -168,6 +183,9 @@ class DEKRDataModule(LightningDataModule):
         self.input_size = int(input_size)
         self.output_size = int(output_size) if output_size else self.input_size // 4
         self.batch_size = batch_size
+        self.global_batch_size = global_batch_size
+        # Resolved against the trainer in setup(); until then as if on one device.
+        self.per_device_batch_size = resolve_batch_size(batch_size, global_batch_size, 1)
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -261,19 +279,44 @@ class DEKRDataModule(LightningDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         for ds in self._datasets.values():
             ds.global_rank = rank
+        if stage in (None, "fit"):
+            self.resolve_batch_size()
+
+    def resolve_batch_size(self) -> int:
+        """Per-device training batch for the attached trainer's devices x nodes (and accumulation)."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        accumulate = int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1)
+        self.per_device_batch_size = resolve_batch_size(self.batch_size, self.global_batch_size, world, accumulate)
+        step = self.per_device_batch_size * world * accumulate
+        how = "from data.global_batch_size" if self.global_batch_size is not None else "data.batch_size, per device"
+        rank_zero_info(f"training batch: {self.per_device_batch_size} images per device ({how}) x {world} "
+                       f"device(s){f' x {accumulate} accumulated' if accumulate > 1 else ''} = {step} images "
+                       "per optimizer step (the learning rate is not scaled)")
+        return self.per_device_batch_size
+
+    @property
+    def seed(self) -> int:
+        """Base seed of the training order and augmentations: ``seed_everything``'s, else 0."""
+        return int(os.environ.get("PL_GLOBAL_SEED", "0"))
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset, batch_size: int, shuffle: bool, collate, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, collate, drop_last: bool,
+                sampler: EpochShardSampler | None = None) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
                           collate_fn=collate, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers > 0,
                           worker_init_fn=_worker_init_fn, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        drop_last = len(ds) >= self.batch_size
-        return self._loader(ds, self.batch_size, True, collate_train, drop_last)
+        ds.reseed(self.seed)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        sampler = EpochShardSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        batch = self.per_device_batch_size
+        drop_last = len(sampler) >= batch
+        return self._loader(ds, batch, False, collate_train, drop_last, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.val_batch_size, False, collate_eval, False)

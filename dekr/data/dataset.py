@@ -20,6 +20,10 @@ slots including the unlabelled (0, 0) ones and the still-zero centre; annotation
 segmentation give no ignore region (official CrowdPose: a mask of ones); the flip is applied after
 the warp (see ``transforms.DEKRAffineTransform``); and the target quirks of ``targets.py``.
 
+Augmentation randomness: every random draw of a training sample (the affine warp, the flip and
+the albumentations pixel transforms) comes from generators derived from (``seed``, epoch, index)
+alone (:mod:`dekr.data.sampling`); the training sampler sends the epoch along with each index.
+
 Validation keeps every image (with or without persons) and returns the original RGB image with
 its id, file name and size; the evaluation code does the test-time resizing.
 
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -42,10 +46,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dekr.data.sampling import SampleKey, sample_seed_sequence
 from dekr.data.spec import KeypointSpec
 from dekr.data.targets import TargetConfig, build_targets
-from dekr.data.transforms import (AugmentationConfig, DEKRAffineTransform, build_pixel_transforms,
-                                  normalize_image)
+from dekr.data.transforms import (AffineParams, AugmentationConfig, DEKRAffineTransform,
+                                  build_pixel_transforms, normalize_image)
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +170,8 @@ class CocoKeypointDataset(Dataset):
         self.transform = DEKRAffineTransform(self.input_size, self.output_size, spec.flip_index,
                                              self.augmentation, official_flip=official_quirks)
         self.pixel_transforms = build_pixel_transforms(self.augmentation.pixel_transforms) if train else None
-        self.seed = 0
-        self._rng: np.random.Generator | None = None
-        self._rng_pid: int | None = None
+        self.seed = 0  # base seed of the augmentations
+        self.epoch = 0  # the epoch of plain integer indices (the training sampler sends SampleKeys)
         self.skipped: list[str] = []
         self._rle_cache: dict[int, dict[str, Any]] = {}
         self._index(coco)
@@ -325,19 +329,24 @@ class CocoKeypointDataset(Dataset):
         return len(self.image_ids)
 
     def reseed(self, seed: int) -> None:
-        """Seed the augmentation RNG (the datamodule's worker_init_fn calls it in each worker)."""
+        """Set the base seed of the augmentations (the datamodule passes ``seed_everything``'s)."""
         self.seed = int(seed)
-        self._rng = np.random.default_rng(self.seed)
-        self._rng_pid = os.getpid()
-        if self.pixel_transforms is not None:
-            self.pixel_transforms.set_random_seed(self.seed % 2 ** 32)
 
-    @property
-    def rng(self) -> np.random.Generator:
-        if self._rng is None or self._rng_pid != os.getpid():
-            # not seeded in this process: derive from torch's per-worker seed
-            self.reseed(torch.initial_seed() % 2 ** 63)
-        return self._rng
+    def sample_rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The affine draw's generator for sample ``index`` at ``epoch`` (default ``self.epoch``).
+
+        A pure function of (seed, epoch, index): no state carried from sample to sample, so the
+        augmentation does not depend on the worker, the number of workers or on a resume.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng(sample_seed_sequence(self.seed, epoch, index, stream=0))
+
+    def _seed_pixel_transforms(self, index: int, epoch: int) -> None:
+        # albumentations 2.x draws only from the Compose's own numpy and Python generators (never
+        # the global ones): give them this sample's streams.
+        np_rng = np.random.default_rng(sample_seed_sequence(self.seed, epoch, index, stream=1))
+        py_seed = sample_seed_sequence(self.seed, epoch, index, stream=2).generate_state(2, np.uint64)
+        self.pixel_transforms.set_random_state(np_rng, random.Random(int(py_seed[0]) << 64 | int(py_seed[1])))
 
     def image_path(self, index: int) -> Path:
         return (self.image_dir or Path(".")) / self.file_names[index]
@@ -394,33 +403,42 @@ class CocoKeypointDataset(Dataset):
                 rles.extend(rle if isinstance(rle, list) else [rle])
         return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """Sample ``key``: an index (augmented as of ``self.epoch``) or a SampleKey(index, epoch)."""
+        index, epoch = (key.index, key.epoch) if isinstance(key, SampleKey) else (int(key), self.epoch)
         if self.on_bad_sample == "error":
-            return self._get(index)
+            return self._get(index, epoch)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             try:
-                return self._get(i)
+                return self._get(i, epoch)
             except DataError as err:
                 log.warning("skipping sample %d: %s", i, err)
         raise DataError(f"{self.source}: no readable sample left")
 
-    def _get(self, index: int) -> dict[str, Any]:
+    def _get(self, index: int, epoch: int) -> dict[str, Any]:
         image = self.load_image(index)
         image_id = int(self.image_ids[index])
         if not self.train:
             h, w = image.shape[:2]
             return {"image": image, "image_id": image_id, "file_name": str(self.file_names[index]),
                     "orig_size": (h, w)}
-        return self.train_sample(index, image)
+        return self.train_sample(index, image, epoch=epoch)
 
-    def train_sample(self, index: int, image: np.ndarray, params=None) -> dict[str, Any]:
-        """Augment one decoded image and build its targets (or the GPU-target inputs)."""
+    def train_sample(self, index: int, image: np.ndarray, params: AffineParams | None = None,
+                     epoch: int | None = None) -> dict[str, Any]:
+        """Augment one decoded image and build its targets (or the GPU-target inputs).
+
+        The random draws come from (``self.seed``, ``epoch`` (default ``self.epoch``), ``index``)
+        only; ``params`` fixes the affine draw instead.
+        """
+        epoch = self.epoch if epoch is None else int(epoch)
         joints, area = self.persons(index)
         mask = self.keep_mask(index)
-        out = self.transform(image, mask, joints, rng=self.rng, params=params)
+        out = self.transform(image, mask, joints, rng=self.sample_rng(index, epoch), params=params)
         warped = out["image"]
         if self.pixel_transforms is not None:
+            self._seed_pixel_transforms(index, epoch)
             warped = self.pixel_transforms(image=warped)["image"]
         area_input = area * out["scale_factor"]  # image px^2 -> input px^2 (official)
         sample: dict[str, Any] = {"image_id": torch.tensor(int(self.image_ids[index]), dtype=torch.int64)}

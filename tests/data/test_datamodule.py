@@ -203,29 +203,65 @@ def test_worker_seeding_is_deterministic_and_distinct():
     b = _ids_and_images(dm.train_dataloader())
     for (ia, xa), (ib, xb) in zip(a, b):
         assert torch.equal(ia, ib) and torch.equal(xa, xb)
-    # the same image drawn twice with a different RNG state gives a different augmentation
+    # the same image with another base seed gives a different augmentation
     ds = dm.dataset("train")
     ds.reseed(1)
     first = ds[0]["image"]
     ds.reseed(2)
     assert not torch.equal(first, ds[0]["image"])
-    # each worker (and each rank) starts from a different seed
+    # each worker (and each rank) gets a different global numpy seed (for third-party code)
     from dekr.data import datamodule as dmod
 
-    seeds = set()
+    draws = set()
+    state = np.random.get_state()
     for rank in (0, 1):
         for worker in (0, 1):
             class Info:
-                dataset = type("D", (), {"global_rank": rank, "reseed": lambda self, s: seeds.add(s)})()
+                dataset = type("D", (), {"global_rank": rank})()
 
             orig = dmod.get_worker_info
             dmod.get_worker_info = lambda: Info
             try:
                 torch.manual_seed(100 + worker)  # torch gives each worker base_seed + worker_id
                 dmod._worker_init_fn(worker)
+                draws.add(np.random.randint(2 ** 31))
             finally:
                 dmod.get_worker_info = orig
-    assert len(seeds) == 4
+    np.random.set_state(state)
+    assert len(draws) == 4
+
+
+def _epochs(dm, epochs):
+    """{epoch: {image_id: augmented image}} from the training loader, epochs set as Lightning does."""
+    loader = dm.train_dataloader()
+    out = {}
+    for epoch in epochs:
+        loader.sampler.set_epoch(epoch)
+        out[epoch] = [(int(i), x) for batch in loader for i, x in zip(batch["image_id"], batch["image"])]
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_augmentation_is_the_same_for_any_num_workers_and_after_a_resume(monkeypatch):
+    """Order and augmentation are functions of (seed, epoch, index): workers and restarts change nothing."""
+    from dekr.data.transforms import AugmentationConfig
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    aug = AugmentationConfig(pixel_transforms=[{"name": "ColorJitter", "params": {"p": 0.5}}])
+    main = _epochs(_dm(augmentation=aug), (0, 1))
+    # persistent workers keep their dataset copy across epochs: the epoch reaches them with each index
+    workers = _epochs(_dm(augmentation=aug, num_workers=2, persistent_workers=True), (0, 1))
+    resumed = _epochs(_dm(augmentation=aug), (1,))  # a fresh process that starts at epoch 1
+    for epoch in (0, 1):
+        assert [i for i, _ in main[epoch]] == [i for i, _ in workers[epoch]]
+        for (_, a), (_, b) in zip(main[epoch], workers[epoch]):
+            assert torch.equal(a, b)
+    assert [i for i, _ in resumed[1]] == [i for i, _ in main[1]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(main[1], resumed[1]))
+    # ... and a new epoch is a new order and new augmentations
+    assert [i for i, _ in main[0]] != [i for i, _ in main[1]]
+    first = dict(main[0])
+    assert not any(torch.equal(first[i], x) for i, x in main[1])
 
 
 def test_distributed_shards_are_distinct():

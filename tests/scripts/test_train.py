@@ -50,11 +50,18 @@ def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
     assert list((root / "wandb").glob("offline-run-*/files/media/images/val/poses_*.png"))
 
 
-def test_resume_from_last_is_exact(tiny_run, tmp_path: Path) -> None:
-    root, _ = tiny_run
-    args = [*TINY_ARGS, "--data.init_args.num_workers", "1", "--pose_images.num_images", "0"]
+def test_resume_from_last_is_exact(tmp_path: Path) -> None:
+    """2 epochs straight vs 1 epoch + resume: bit-equal weights and optimizer state.
+
+    The resumed run loads its data in the main process (num_workers 0, where the augmentation RNG
+    used to restart from its seed after a resume) and the straight run in 2 worker processes: the
+    order and augmentations are functions of (seed, epoch, index), so neither changes a bit.
+    """
+    args = [*TINY_ARGS, "--pose_images.num_images", "0"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_train([*args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(straight)], cwd=tmp_path)
+    run_train([*args, "--data.init_args.num_workers", "2", "--trainer.max_epochs", "2",
+               "--trainer.default_root_dir", str(straight)], cwd=tmp_path)
+    args += ["--data.init_args.num_workers", "0"]
     run_train([*args, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(resumed)], cwd=tmp_path)
     run_train([*args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(resumed), "--ckpt_path", "last"],
               cwd=tmp_path)
@@ -66,6 +73,14 @@ def test_resume_from_last_is_exact(tiny_run, tmp_path: Path) -> None:
     sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
     for i in sa:
         torch.testing.assert_close(sb[i]["exp_avg"], sa[i]["exp_avg"], rtol=0, atol=0)
+
+
+def test_sync_batchnorm_on_cpu_ddp_fails_clearly(tmp_path: Path) -> None:
+    result = run_train([*TINY_ARGS, "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                        "--trainer.sync_batchnorm", "true", "--trainer.default_root_dir", str(tmp_path / "r")],
+                       cwd=tmp_path, check=False, env=clean_env(WANDB_MODE="disabled"))
+    assert result.returncode == 2
+    assert "trainer.sync_batchnorm=true needs GPUs" in result.stderr
 
 
 def test_wandb_disabled_is_respected(tmp_path: Path) -> None:

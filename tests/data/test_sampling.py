@@ -1,0 +1,107 @@
+"""dekr.data.sampling and the datamodule's batch-size options: global batch resolution, seeded shards."""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from dekr.data.datamodule import DEKRDataModule
+from dekr.data.sampling import EpochShardSampler, SampleKey, resolve_batch_size
+from dekr.data.synthetic import SyntheticConfig
+
+
+def test_per_device_batch_size_is_kept_without_global():
+    assert resolve_batch_size(10, None, world_size=4) == 10
+    assert resolve_batch_size(10, None, world_size=4, accumulate_grad_batches=3) == 10
+
+
+@pytest.mark.parametrize("world, accumulate, expected", [(1, 1, 40), (4, 1, 10), (8, 1, 5), (2, 2, 10)])
+def test_global_batch_size_splits_over_devices_and_accumulation(world, accumulate, expected):
+    assert resolve_batch_size(3, 40, world_size=world, accumulate_grad_batches=accumulate) == expected
+
+
+def test_global_batch_size_that_does_not_divide_names_the_options():
+    with pytest.raises(ValueError, match=r"data.global_batch_size=10 does not divide evenly over 4 device") as err:
+        resolve_batch_size(10, 10, world_size=4)
+    assert "trainer.devices x trainer.num_nodes" in str(err.value) and "multiple of 4" in str(err.value)
+    with pytest.raises(ValueError, match="multiple of 6"):
+        resolve_batch_size(10, 40, world_size=3, accumulate_grad_batches=2)
+    with pytest.raises(ValueError, match="data.global_batch_size must be >= 1"):
+        resolve_batch_size(10, 0, world_size=1)
+    with pytest.raises(ValueError, match="data.batch_size must be >= 1"):
+        DEKRDataModule(batch_size=0)
+
+
+def _dm(**kw) -> DEKRDataModule:
+    return DEKRDataModule(dataset="synthetic", input_size=64, num_workers=0, pin_memory=False,
+                          synthetic=SyntheticConfig(num_train=16, num_val=2, image_size=64, seed=1), **kw)
+
+
+def _attach(dm: DEKRDataModule, world: int, rank: int = 0, accumulate: int = 1) -> None:
+    # What setup() and train_dataloader() read from the Trainer.
+    dm.trainer = SimpleNamespace(world_size=world, global_rank=rank, accumulate_grad_batches=accumulate)
+
+
+def test_datamodule_resolves_global_batch_in_setup_and_logs_it(caplog):
+    dm = _dm(batch_size=3, global_batch_size=8)
+    _attach(dm, world=2, rank=1)
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    assert dm.per_device_batch_size == 4
+    # (logged by rank_zero_info: this test process is rank 0 for it, whatever the fake trainer says)
+    assert "4 images per device (from data.global_batch_size) x 2 device(s) = 8 images per optimizer step" \
+        in caplog.text
+    loader = dm.train_dataloader()
+    assert loader.batch_size == 4 and isinstance(loader.sampler, EpochShardSampler)
+    assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, 1)
+    assert [len(b["image_id"]) for b in loader] == [4, 4]  # this rank's 8 of the 16 images
+
+
+def test_datamodule_setup_rejects_an_uneven_global_batch():
+    dm = _dm(global_batch_size=8)
+    _attach(dm, world=3)
+    with pytest.raises(ValueError, match="data.global_batch_size=8"):
+        dm.setup("fit")
+
+
+def test_batch_size_stays_per_device_without_global(caplog):
+    dm = _dm(batch_size=3)
+    _attach(dm, world=2, accumulate=2)
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    assert dm.per_device_batch_size == 3
+    assert "3 images per device (data.batch_size, per device) x 2 device(s) x 2 accumulated = 12" in caplog.text
+
+
+def test_epoch_shard_sampler_is_lightnings_distributed_order_with_the_epoch():
+    data = list(range(10))
+    for rank in (0, 1):
+        ours = EpochShardSampler(data, num_replicas=2, rank=rank, seed=7)
+        ref = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=7)
+        for epoch in (0, 3):
+            ours.set_epoch(epoch)
+            ref.set_epoch(epoch)
+            keys = list(ours)
+            assert all(isinstance(k, SampleKey) and k.epoch == epoch for k in keys)
+            assert [k.index for k in keys] == list(ref)
+    one = EpochShardSampler(data, seed=7)
+    orders = []
+    for epoch in (0, 1, 0):
+        one.set_epoch(epoch)
+        orders.append([k.index for k in one])
+    assert sorted(orders[0]) == data and orders[0] == orders[2] != orders[1]
+
+
+def test_sample_streams_are_a_function_of_seed_epoch_and_index():
+    ds = _dm().dataset("train")
+    ds.reseed(3)
+    a = ds[SampleKey(2, 5)]["image"]
+    assert torch.equal(a, ds[SampleKey(2, 5)]["image"])
+    ds.epoch = 5
+    assert torch.equal(a, ds[2]["image"])  # a plain index uses ds.epoch
+    assert not torch.equal(a, ds[SampleKey(2, 6)]["image"])
+    ds.reseed(4)
+    assert not torch.equal(a, ds[SampleKey(2, 5)]["image"])

@@ -27,6 +27,11 @@ each sample's augmentation of (seed, epoch, index), with the seed of ``seed_ever
 (``PL_GLOBAL_SEED``, 0 when unset). Nothing depends on the worker or on an RNG state that a resume
 would lose: resumed runs and any ``num_workers`` see the same batches. ``worker_init_fn`` still
 seeds each worker's global numpy RNG (distinct per worker and rank) for third-party code.
+
+Mid-epoch resume (SLURM requeue checkpoints): the training loader is a
+:class:`~dekr.data.sampling.ResumableDataLoader` that asks the trainer's restored loop progress how
+many batches of the epoch were already trained and skips exactly those, so the resumed epoch
+continues with the batches an uninterrupted run would have trained on.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, get_worker_info
 
 from dekr.data.dataset import CocoKeypointDataset, load_coco_json
-from dekr.data.sampling import EpochShardSampler, resolve_batch_size
+from dekr.data.sampling import EpochShardSampler, ResumableDataLoader, resolve_batch_size
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
 from dekr.data.targets import TargetConfig, build_targets_torch
@@ -303,10 +308,21 @@ class DEKRDataModule(LightningDataModule):
     def _loader(self, dataset, batch_size: int, shuffle: bool, collate, drop_last: bool,
                 sampler: EpochShardSampler | None = None) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-                          collate_fn=collate, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers > 0,
-                          worker_init_fn=_worker_init_fn, drop_last=drop_last)
+        # The training loader (the one with an EpochShardSampler) continues an interrupted epoch.
+        resumable: dict[str, Any] = {} if sampler is None else {"batches_done": self._train_batches_done}
+        return (DataLoader if sampler is None else ResumableDataLoader)(
+            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
+            collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=_worker_init_fn, drop_last=drop_last, **resumable)
+
+    def _train_batches_done(self) -> int:
+        """Batches of the current training epoch the loop has already trained: 0 when an epoch starts,
+        k after Lightning restored a checkpoint saved at the end of batch k - 1 (its ``batch_idx``
+        continues at k). Read by the training loader when its iteration starts."""
+        fit_loop = getattr(self.trainer, "fit_loop", None)
+        if fit_loop is None:  # no trainer (a loader iterated by hand)
+            return 0
+        return int(fit_loop.epoch_loop.batch_progress.current.ready)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")

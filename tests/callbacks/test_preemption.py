@@ -2,15 +2,18 @@
 must be consistent wherever the signal lands, so that the requeued run resumes and ends with exactly
 ``epochs * steps`` optimizer steps (issue 4: 21 instead of 20 when the signal landed mid-epoch).
 
-The run is in-process on a tiny model with a plain (non-resumable) DataLoader, like DEKR's. SLURM is
-simulated by its environment variables; only the ``scontrol requeue`` call is a test double, which
-records the call and then "kills" the run (an exception), as SLURM's requeue does.
+The run is in-process on a tiny model; the loop-consistency tests use a plain (non-resumable)
+DataLoader, the mid-epoch resume tests DEKR's datamodule (whose training loader continues an
+interrupted epoch with the batches an uninterrupted run would have trained on). SLURM is simulated by
+its environment variables; only the ``scontrol requeue`` call is a test double, which records the call
+and then "kills" the run (an exception), as SLURM's requeue does.
 tests/scripts/test_slurm.py is the end-to-end check on a real SLURM with 2 DDP ranks.
 """
 from __future__ import annotations
 
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +23,8 @@ from lightning.pytorch.trainer.connectors import signal_connector
 from torch.utils.data import DataLoader
 
 from dekr.callbacks import EpochHistory, RequeueAtSafePoint
+from dekr.data.datamodule import DEKRDataModule
+from dekr.data.synthetic import SyntheticConfig
 
 EPOCHS, STEPS, BATCH = 3, 4, 2
 JOB_ID = "4242"
@@ -124,8 +129,8 @@ def slurm_env(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
-def make_trainer(root: Path, *callbacks: L.Callback) -> L.Trainer:
-    return L.Trainer(default_root_dir=root, max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False,
+def make_trainer(root: Path, *callbacks: L.Callback, max_epochs: int = EPOCHS) -> L.Trainer:
+    return L.Trainer(default_root_dir=root, max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                      callbacks=[*callbacks, EpochHistory(), RequeueAtSafePoint()])
 
@@ -193,3 +198,70 @@ def test_inert_without_slurm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     trainer.fit(TinyModel())
     assert seen and all(handler is None for handler in seen)
     assert trainer.global_step == STEPS
+
+
+# -- mid-epoch resume: the interrupted epoch continues with the batches it would have trained on ---------
+
+class ImageModel(L.LightningModule):
+    """Trains on DEKR's training batches (a linear map of the mean colour), nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return (self.layer(batch["image"].mean(dim=(2, 3))) - 1).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+class SeenBatches(L.Callback):
+    """(epoch, batch_idx, image ids) of every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, list[int]]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict,
+                             batch_idx: int) -> None:
+        self.seen.append((trainer.current_epoch, batch_idx, batch["image_id"].tolist()))
+
+
+def dekr_data(num_workers: int) -> DEKRDataModule:
+    # 16 images in batches of 3: 5 batches per epoch, the 16th image dropped (drop_last)
+    return DEKRDataModule(dataset="synthetic", input_size=64, batch_size=3, num_workers=num_workers,
+                          pin_memory=False, synthetic=SyntheticConfig(num_train=16, num_val=2, image_size=64, seed=1))
+
+
+def train(root: Path, num_workers: int, *callbacks: L.Callback) -> tuple[L.Trainer, ImageModel, SeenBatches]:
+    L.seed_everything(0)
+    model, seen = ImageModel(), SeenBatches()
+    trainer = make_trainer(root, seen, *callbacks, max_epochs=2)
+    trainer.fit(model, datamodule=dekr_data(num_workers))
+    return trainer, model, seen
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_mid_epoch_resume_trains_on_the_uninterrupted_runs_batches(num_workers: int, slurm_env: list[list[str]],
+                                                                   tmp_path: Path) -> None:
+    _, straight, expected = train(tmp_path / "straight", 0)
+    assert [(e, i) for e, i, _ in expected.seen] == [(e, i) for e in range(2) for i in range(5)]
+
+    with pytest.raises(Requeued):  # SIGUSR1 during epoch 1's batch 1 -> hpc checkpoint at that batch's end
+        train(tmp_path / "run", num_workers, SignalAt("after_step_counted"))
+    first = [(e, i, ids) for e, i, ids in expected.seen[:7]]
+    saved = torch.load(tmp_path / "run" / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 7
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 2, "batch_size": 3, "num_replicas": 1}]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, resumed, seen = train(tmp_path / "run", num_workers)
+    assert trainer.ckpt_path == str(tmp_path / "run" / "hpc_ckpt_1.ckpt")
+    # The rest of epoch 1 is its batches 2..4 (not 0..2 again), then epoch 1's successor as usual.
+    assert first + seen.seen == expected.seen
+    assert not [w for w in caught if "not resumable" in str(w.message)]
+    assert trainer.global_step == straight.trainer.global_step == 10
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # bit-equal: same samples, same augmentations, same order

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from dekr.data.datamodule import DEKRDataModule
-from dekr.data.sampling import EpochShardSampler, SampleKey, resolve_batch_size
+from dekr.data.sampling import EpochShardSampler, ResumableDataLoader, SampleKey, resolve_batch_size
 from dekr.data.synthetic import SyntheticConfig
 
 
@@ -56,6 +56,7 @@ def test_datamodule_resolves_global_batch_in_setup_and_logs_it(caplog):
         in caplog.text
     loader = dm.train_dataloader()
     assert loader.batch_size == 4 and isinstance(loader.sampler, EpochShardSampler)
+    assert isinstance(loader, ResumableDataLoader) and loader.batches_done() == 0  # no fit loop: from the start
     assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, 1)
     assert [len(b["image_id"]) for b in loader] == [4, 4]  # this rank's 8 of the 16 images
 
@@ -105,3 +106,80 @@ def test_sample_streams_are_a_function_of_seed_epoch_and_index():
     assert not torch.equal(a, ds[SampleKey(2, 6)]["image"])
     ds.reseed(4)
     assert not torch.equal(a, ds[SampleKey(2, 5)]["image"])
+
+
+class Keys(Dataset):
+    """Returns the SampleKey itself, as a (index, epoch) tensor."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, key: SampleKey) -> torch.Tensor:
+        return torch.tensor([key.index, key.epoch])
+
+
+def _batches(loader) -> list[list[tuple[int, int]]]:
+    return [[tuple(row) for row in batch.tolist()] for batch in loader]
+
+
+def test_sampler_skip_applies_to_the_next_iteration_only():
+    sampler = EpochShardSampler(list(range(10)), seed=3)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.skip_next(4)
+    assert list(sampler) == full[4:]
+    assert list(sampler) == full and len(sampler) == 10
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumable_loader_continues_the_epoch_at_the_loops_batch(num_workers):
+    """Lightning's order on a mid-epoch resume: iter() (workers start, prefetch), then set_epoch, then
+    its batch counters are reset to k, then the first batch is fetched: it must be the epoch's batch k."""
+    def loader(done: list[int]) -> ResumableDataLoader:
+        return ResumableDataLoader(Keys(), batch_size=3, sampler=EpochShardSampler(Keys(), seed=5),
+                                   num_workers=num_workers, drop_last=True, batches_done=lambda: done[0],
+                                   persistent_workers=num_workers > 0)
+
+    reference = loader([0])
+    reference.sampler.set_epoch(4)
+    full = _batches(reference)
+    assert len(full) == len(reference) == 5 and {e for b in full for _, e in b} == {4}  # 16 // 3, last dropped
+
+    done = [0]
+    resumed = loader(done)
+    iterator = iter(resumed)  # in FitLoop.setup_data, before the epoch and the counters are restored
+    resumed.sampler.set_epoch(4)
+    done[0] = 2
+    assert _batches(iterator) == full[2:]
+    assert len(resumed) == 5  # Lightning's num_training_batches: the whole epoch
+    assert resumed.state_dict() == {"epoch": 4, "batches": 5, "batch_size": 3, "num_replicas": 1}
+    done[0] = 0  # the next epoch starts from its first batch (persistent workers reused)
+    resumed.sampler.set_epoch(5)
+    iterator = iter(resumed)
+    next(iterator)
+    assert resumed.state_dict()["batches"] == 1  # batches handed to the loop, not what workers prefetched
+    following = _batches(iterator)
+    assert len(following) == 4 and {e for b in following for _, e in b} == {5}
+
+
+def test_resumable_loader_shards_skip_the_same_batches_on_every_rank():
+    full, resumed = [], []
+    for rank in (0, 1):
+        for done, out in ((0, full), (1, resumed)):
+            sampler = EpochShardSampler(Keys(), num_replicas=2, rank=rank, seed=5)
+            sampler.set_epoch(1)
+            out.append(_batches(ResumableDataLoader(Keys(), batch_size=2, sampler=sampler,
+                                                    batches_done=lambda d=done: d)))
+    assert [r[1:] for r in full] == resumed
+
+
+def test_resume_with_another_batch_split_warns(caplog):
+    loader = ResumableDataLoader(Keys(), batch_size=4, sampler=EpochShardSampler(Keys()), batches_done=lambda: 1)
+    loader.load_state_dict({"epoch": 0, "batches": 2, "batch_size": 2, "num_replicas": 2})
+    with caplog.at_level(logging.WARNING):
+        assert len(_batches(loader)) == 3
+    assert "another batch split" in caplog.text and "'batch_size': 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _batches(loader)  # the check is for the resumed iteration only
+    assert caplog.text == ""

@@ -77,5 +77,10 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Local
     assert f"Restored all states from the checkpoint at {hpc}" in text
     saved = torch.load(hpc, map_location="cpu", weights_only=False)
     assert 0 < saved["global_step"] < epochs * STEPS_PER_EPOCH
+    # The training loader's position (rank 0's; every rank is at the same batch of its own shard) is in
+    # the checkpoint, and a mid-epoch resume continues the epoch instead of restarting its data.
+    (loader,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader["batches"] == saved["global_step"] - loader["epoch"] * STEPS_PER_EPOCH
+    assert loader["num_replicas"] == 2 and "dataloader is not resumable" not in text
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == epochs and metrics["global_step"] == epochs * STEPS_PER_EPOCH

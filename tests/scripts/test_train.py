@@ -53,18 +53,20 @@ def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
 def test_resume_from_last_is_exact(tmp_path: Path) -> None:
     """2 epochs straight vs 1 epoch + resume: bit-equal weights and optimizer state.
 
-    The resumed run loads its data in the main process (num_workers 0, where the augmentation RNG
-    used to restart from its seed after a resume) and the straight run in 2 worker processes: the
+    The straight run and the first epoch load their data in the main process (num_workers 0), the
+    resumed epoch in 2 worker processes (whose iterator Lightning creates before it restores the
+    sampler's epoch: it used to start the resumed epoch with epoch 0's order and augmentations). The
     order and augmentations are functions of (seed, epoch, index), so neither changes a bit.
+    (Mid-epoch resume: tests/callbacks/test_preemption.py.)
     """
     args = [*TINY_ARGS, "--pose_images.num_images", "0"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_train([*args, "--data.init_args.num_workers", "2", "--trainer.max_epochs", "2",
+    run_train([*args, "--data.init_args.num_workers", "0", "--trainer.max_epochs", "2",
                "--trainer.default_root_dir", str(straight)], cwd=tmp_path)
-    args += ["--data.init_args.num_workers", "0"]
-    run_train([*args, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(resumed)], cwd=tmp_path)
-    run_train([*args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(resumed), "--ckpt_path", "last"],
-              cwd=tmp_path)
+    run_train([*args, "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+               "--trainer.default_root_dir", str(resumed)], cwd=tmp_path)
+    run_train([*args, "--data.init_args.num_workers", "2", "--trainer.max_epochs", "2",
+               "--trainer.default_root_dir", str(resumed), "--ckpt_path", "last"], cwd=tmp_path)
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"] == 8

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import ms_per_call
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,12 +53,8 @@ def bench_end_to_end(args, spec, device) -> None:
                                    autocast_dtype="bfloat16" if args.bf16 else None)
     predict_poses(net, images[: max(1, min(2, len(images)))], spec, cfg)  # warm-up
     timer = Timer(torch.device(device))
-    start = time.perf_counter()
-    for _ in range(args.repeat):
-        predict_poses(net, images, spec, cfg, timer=timer)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    total = time.perf_counter() - start
+    total = args.repeat * ms_per_call(lambda: predict_poses(net, images, spec, cfg, timer=timer), device,
+                                      args.repeat, warmup=0) / 1000
     n = len(images) * args.repeat
     print(f"\n## predict_poses, {args.backbone} at {args.input_size}, flip={cfg.flip_test}, scales={cfg.scales}, "
           f"device={device}, bf16={args.bf16}, batch={args.batch_size}, pad_batch={args.pad_batch}, {len(images)} images"

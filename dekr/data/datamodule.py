@@ -196,6 +196,11 @@ class DEKRDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.augmentation = augmentation or AugmentationConfig()
+        if dataset == "synthetic" and self.augmentation.enabled and self.augmentation.flip_prob > 0:
+            # The synthetic people encode left/right by colour; a flip swaps the labels, not the colours.
+            log.warning("data.augmentation.flip_prob=%s on the synthetic dataset: its people are colour-coded "
+                        "left/right, so flips make the side labels contradictory; use flip_prob 0 "
+                        "(see dekr/data/synthetic.py)", self.augmentation.flip_prob)
         self.targets = copy.copy(targets) if targets is not None else TargetConfig()
         if official_quirks:
             self.targets.official_quirks = True

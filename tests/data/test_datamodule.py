@@ -12,6 +12,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, seed_everyth
 
 from dekr.data.datamodule import DEKRDataModule, SplitPaths
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
+from dekr.data.transforms import AugmentationConfig
 
 warnings.filterwarnings("ignore", message=".*worker.*")
 warnings.filterwarnings("ignore", message=".*pin_memory.*")
@@ -335,3 +336,16 @@ def test_ddp_ranks_train_on_distinct_shards(tmp_path):
         ids = [set(json.loads((tmp_path / f"rank{r}_epoch{epoch}.json").read_text())) for r in range(2)]
         assert ids[0] and ids[1] and not ids[0] & ids[1]
         assert len(ids[0] | ids[1]) == 12
+
+
+def test_synthetic_with_flips_warns_about_its_colour_coded_sides(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="dekr.data.datamodule"):
+        DEKRDataModule(dataset="synthetic", augmentation=AugmentationConfig(flip_prob=0.5))
+    assert "flip_prob=0.5 on the synthetic dataset" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dekr.data.datamodule"):
+        DEKRDataModule(dataset="synthetic", augmentation=AugmentationConfig(flip_prob=0.0))
+        DEKRDataModule(dataset="coco", augmentation=AugmentationConfig(flip_prob=0.5))
+    assert "flip_prob" not in caplog.text

@@ -4,7 +4,8 @@ The official model keeps one ``nn.Module`` per keypoint branch (``offset_feature
 ``offset_final_layer.k``); ours computes the K branches as grouped convolutions, so the
 converter concatenates the K per-branch tensors along the output-channel axis. The backbone
 keys are identical to timm's HRNet and are only prefixed. Conversion is strict: every official
-key is used exactly once and every tensor of ours is filled.
+key is used exactly once and every tensor of ours is filled. :func:`to_official_state_dict` is
+the inverse (our tensors, or their gradients, under official names).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ _HEAD_RENAMES = {
 }
 _BRANCH_BLOCK = re.compile(r"offset_feature_layers\.(\d+)\.(\d+)\.(.+)")
 _BRANCH_FINAL = re.compile(r"offset_final_layer\.(\d+)\.(weight|bias)")
+_OUR_BLOCK = re.compile(r"offset_head\.blocks\.(\d+)\.(.+)")
+_OUR_FINAL = re.compile(r"offset_head\.final\.(weight|bias)")
 _BLOCK_RENAMES = {
     "transform_matrix_conv.weight": "adapt_conv.transform_matrix_conv.weight",
     "transform_matrix_conv.bias": "adapt_conv.transform_matrix_conv.bias",
@@ -130,6 +133,53 @@ def convert_official_state_dict(official: dict[str, Tensor], net: DEKRNet) -> di
             lines.append("  (is the --config for another variant, e.g. w48 vs w32 or coco vs crowdpose?)")
         raise CheckpointMismatchError("\n".join(lines))
     return OrderedDict((k, converted[k].to(target[k].dtype)) for k in target)
+
+
+def to_official_state_dict(state: dict[str, Tensor], num_keypoints: int) -> dict[str, Tensor]:
+    """The inverse of :func:`convert_official_state_dict`: our keys -> official keys, strictly.
+
+    Maps any subset of our state dict keys (e.g. parameter gradients keyed by parameter name):
+    backbone keys lose their prefix, head keys get their official names, and each grouped
+    tensor of the offset branches is cut along the output-channel axis into the K per-keypoint
+    official tensors (``num_batches_tracked`` is repeated). The official ``regular_matrix``
+    buffers (the fixed grid, not ours) are not produced.
+
+    Raises:
+        CheckpointMismatchError: naming keys that have no official counterpart.
+    """
+    official_heads = {new: old for old, new in _HEAD_RENAMES.items()}
+    official_block = {new: old for old, new in _BLOCK_RENAMES.items()}
+    out: dict[str, Tensor] = OrderedDict()
+    unknown: list[str] = []
+    for key, value in state.items():
+        branch_keys: list[str] | None = None
+        if key.startswith(BACKBONE_PREFIX):
+            out[key[len(BACKBONE_PREFIX):]] = value
+        elif m := _OUR_BLOCK.fullmatch(key):
+            block, rest = m[1], m[2]
+            official = official_block.get(rest) or (rest if rest.startswith("bn.") else None)
+            if official is None:
+                unknown.append(key)
+                continue
+            branch_keys = [f"offset_feature_layers.{k}.{block}.{official}" for k in range(num_keypoints)]
+        elif m := _OUR_FINAL.fullmatch(key):
+            branch_keys = [f"offset_final_layer.{k}.{m[1]}" for k in range(num_keypoints)]
+        else:
+            prefix = next((p for p in official_heads if key.startswith(p)), None)
+            if prefix is None:
+                unknown.append(key)
+                continue
+            out[official_heads[prefix] + key[len(prefix):]] = value
+        if branch_keys is not None:
+            if value.dim() == 0:  # num_batches_tracked: one counter per official branch
+                out.update((name, value.clone()) for name in branch_keys)
+            elif value.shape[0] % num_keypoints:
+                unknown.append(f"{key} ({value.shape[0]} output channels, not a multiple of K={num_keypoints})")
+            else:
+                out.update((name, part.clone()) for name, part in zip(branch_keys, value.chunk(num_keypoints)))
+    if unknown:
+        raise CheckpointMismatchError(f"no official counterpart for: {', '.join(unknown)}")
+    return out
 
 
 def official_key_count(net: DEKRNet) -> int:

@@ -23,3 +23,13 @@ def dataclass_from_dict(cls: type[ConfigT], data: Mapping[str, Any] | None, what
     if unknown:
         raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}")
     return cls(**data)
+
+
+def as_config(cls: type[ConfigT], value: ConfigT | Mapping[str, Any] | None, what: str) -> ConfigT:
+    """A config dataclass from an instance (kept), a dict (YAML section, checkpoint hparams) or
+    ``None`` (the defaults); ``what`` names the option in errors (e.g. ``data.augmentation``)."""
+    if value is None or isinstance(value, Mapping):
+        return dataclass_from_dict(cls, value, what)
+    if isinstance(value, cls):
+        return value
+    raise TypeError(f"{what}: expected {cls.__name__} or a dict, got {type(value).__name__}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -32,11 +33,22 @@ def offset_loss(pred: Tensor, target: Tensor, weight: Tensor, beta: float = 1.0 
     return (F.smooth_l1_loss(pred, target, reduction="none", beta=beta) * weight).sum() / num_positive
 
 
+def loss_precision(pred: Tensor) -> Tensor:
+    """``pred`` in the precision the loss is computed in: float16/bfloat16 outputs (mixed
+    precision) are upcast to float32, float32 and float64 stay as they are."""
+    return pred.float() if pred.dtype in (torch.float16, torch.bfloat16) else pred
+
+
 def dekr_loss(heatmaps: Tensor, offsets: Tensor, batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
-    """Both weighted losses and their sum, from the network outputs and a training batch."""
+    """Both weighted losses and their sum, from the network outputs and a training batch.
+
+    Computed in float32 for half-precision outputs (see :func:`loss_precision`), otherwise in
+    the outputs' own dtype (a float64 step stays float64).
+    """
+    heatmaps, offsets = loss_precision(heatmaps), loss_precision(offsets)
     hm = heatmap_loss(heatmaps, batch["heatmap"], batch["heatmap_weight"]) * cfg.heatmap_factor
     off = offset_loss(offsets, batch["offset"], batch["offset_weight"], cfg.smooth_l1_beta) * cfg.offset_factor
     return {"loss": hm + off, "heatmap_loss": hm, "offset_loss": off}
 
 
-__all__ = ["LossConfig", "heatmap_loss", "offset_loss", "dekr_loss"]
+__all__ = ["LossConfig", "heatmap_loss", "offset_loss", "loss_precision", "dekr_loss"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import lightning as L
@@ -109,7 +109,8 @@ class DEKRModule(L.LightningModule):
     validation loss instead (``val/loss``).
 
     Args:
-        net: architecture (backbone, K, head widths, ablation switches).
+        net: architecture (backbone, K, head widths, ablation switches, init); its ImageNet
+            ``pretrained_backbone`` is loaded when ``fit`` starts without a checkpoint to resume.
         spec: keypoint spec name (``coco``, ``crowdpose``) or path to a spec YAML.
         loss: loss factors.
         optim: optimiser and LR schedule.
@@ -154,7 +155,10 @@ class DEKRModule(L.LightningModule):
                                    "optim": asdict(self.optim_cfg), "decode": self.decode_options,
                                    "init_from": init_from, "init_from_spec": init_from_spec,
                                    "compile": compile, "metric_backend": metric_backend})
-        self.net = DEKRNet(net_cfg)
+        # The ImageNet backbone is loaded when a fit starts from scratch (on_fit_start), not here:
+        # a module rebuilt to evaluate, export or resume a checkpoint never needs (or downloads) it.
+        self.net = DEKRNet(replace(net_cfg, pretrained_backbone=False))
+        self.pretrained_backbone = net_cfg.pretrained_backbone
         # The callable used for forward passes: ``self.net`` or its torch.compile wrapper. Kept
         # out of the module registry, so that state dicts hold each tensor once, under ``net.``.
         self.__dict__["_forward_net"] = self.net
@@ -184,9 +188,13 @@ class DEKRModule(L.LightningModule):
     # ------------------------------------------------------------------ fine-tuning
     def on_fit_start(self) -> None:
         # Here and not in __init__ / setup: only now is it known whether fit resumes from a
-        # checkpoint (then the checkpoint's weights win and init_from is not read at all).
-        if self.init_from and self.trainer.ckpt_path is None:
-            self.apply_init_from()
+        # checkpoint (then the checkpoint's weights win, and neither the ImageNet backbone nor
+        # init_from is read at all). Every DDP process loads the same files.
+        if self.trainer.ckpt_path is None:
+            if self.pretrained_backbone:
+                self.net.backbone.load_pretrained(self.pretrained_backbone)
+            if self.init_from:
+                self.apply_init_from()
         self._reset_metric(self.val_metric)  # the sanity check updated it
 
     def apply_init_from(self) -> Any:
@@ -200,9 +208,19 @@ class DEKRModule(L.LightningModule):
         return report
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Forward a training batch and return ``loss``, ``heatmap_loss`` and ``offset_loss``
+        (factors applied). The losses keep the outputs' dtype (float32, or float64 for a float64
+        module), except that half-precision outputs under mixed precision are computed in float32.
+
+        Batch keys: ``image`` (N, 3, H, W); ``heatmap``, ``heatmap_weight`` (N, K+1, H/4, W/4);
+        ``offset``, ``offset_weight`` (N, 2K, H/4, W/4).
+        """
         heatmaps, offsets = self(batch["image"])
-        losses = dekr_loss(heatmaps.float(), offsets.float(), batch, self.loss_cfg)
+        return dekr_loss(heatmaps, offsets, batch, self.loss_cfg)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self.compute_losses(batch)
         if not torch.isfinite(losses["loss"]):
             ids = batch.get("image_id")
             raise FloatingPointError(

@@ -34,12 +34,14 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from dekr.callbacks import (AtomicCheckpointIO, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,  # noqa: E402
                             PoseImageLogger, RequeueAtSafePoint, WandbLogger)
 from dekr.config import resolve_config_path  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
+from dekr.preflight import PreflightError, check_training_run  # noqa: E402
 
 log = logging.getLogger("dekr.train")
 
@@ -80,6 +82,15 @@ class DEKRCLI(LightningCLI):
         parser.add_lightning_class_args(PoseImageLogger, "pose_images")
         parser.add_lightning_class_args(ImagesPerSecond, "throughput")
         parser.add_lightning_class_args(EpochHistory, "history")
+
+    def before_instantiate_classes(self) -> None:
+        # Here, in the launching process, before the model loads weights, the loggers start or any
+        # DDP process spawns: a run that cannot start fails once, with every cause in one message.
+        check_training_run(self.config.as_dict(), self.run_folder())
+
+    def run_folder(self) -> Path:
+        configured = self.config.get("trainer.default_root_dir")
+        return Path(configured) if configured else Path("runs") / (self.run_name or "default")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
@@ -210,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ArgumentError as err:
         print(f"error: {explain_config_error(str(err), argv)}", file=sys.stderr)
+        return 2
+    except PreflightError as err:
+        if rank_zero_only.rank == 0:  # every SLURM task runs this check; one of them reports
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

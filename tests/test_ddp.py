@@ -45,9 +45,9 @@ def check_ranks(out: Path, root: Path, node_ranks: tuple[int, int] = (0, 0)) -> 
 
 def test_two_processes_gloo(tmp_path: Path) -> None:
     root, out = tmp_path / "run", tmp_path / "probe"
-    # data.global_batch_size 8 over 2 processes: 4 images per rank and step (batch_size is ignored)
+    # data.global_batch_size 8 over 2 processes, at most 4 per device (batch_size): 4 images per rank and step
     result = run_train([*TINY_ARGS, *probe_args(out), "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                        "--data.init_args.global_batch_size", "8", "--data.init_args.batch_size", "3",
+                        "--data.init_args.global_batch_size", "8", "--data.init_args.batch_size", "4",
                         "--trainer.default_root_dir", str(root)], cwd=tmp_path)
     check_ranks(out, root)
     for rank in (0, 1):

@@ -23,7 +23,10 @@ from dekr.inference import DecodeConfig, predict_poses
 from tests.conftest import FIXTURES
 from tests.official_standin import standin_state_dict, write_standin_checkpoint
 
+# A random network for the tools' tests: PyTorch's default init, whose random heatmaps give
+# detections to draw, track and write (the official init starts every heatmap at ~0).
 SMALL_NET = dict(
+    init="pytorch",
     backbone="hrnet_w18_small",
     num_keypoints=17,
     heatmap_channels=16,

@@ -65,3 +65,16 @@ def test_perfect_prediction_has_zero_loss_and_gradients_flow() -> None:
     assert hm.grad.abs().sum() > 0 and off.grad.abs().sum() > 0
     # ignored pixels (weight 0) get no gradient
     assert hm.grad[:, :, :4].abs().sum() == 0
+
+
+def test_loss_keeps_float64_and_computes_half_precision_in_float32() -> None:
+    b, hm, off = batch()
+    reference = dekr_loss(hm.double(), off.double(), {k: v.double() for k, v in b.items()}, LossConfig())
+    assert all(v.dtype == torch.float64 for v in reference.values())  # a float64 step stays float64
+    for half in (torch.bfloat16, torch.float16):
+        # mixed precision: half outputs, float32 targets -> the loss is computed in float32
+        out = dekr_loss(hm.to(half), off.to(half), b, LossConfig())
+        assert all(v.dtype == torch.float32 for v in out.values())
+        upcast = dekr_loss(hm.to(half).float(), off.to(half).float(), b, LossConfig())
+        for key in out:
+            assert out[key].item() == upcast[key].item(), key

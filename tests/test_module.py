@@ -192,3 +192,34 @@ def test_state_dict_holds_each_tensor_once_under_net() -> None:
     module = tiny_module()
     keys = set(module.state_dict())
     assert keys == {f"net.{k}" for k in module.net.state_dict()}
+
+
+def test_imagenet_backbone_is_loaded_when_a_fit_starts_from_scratch_only(tmp_path: Path) -> None:
+    """pretrained_backbone: a module built to evaluate or resume never reads the ImageNet file; a
+    fresh fit loads it (after the official init), and a resumed fit keeps the checkpoint's weights."""
+    import timm
+
+    imagenet = timm.create_model("hrnet_w18_small", pretrained=False)  # the classification model's layout
+    with torch.no_grad():
+        for tensor in imagenet.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.uniform_(-1, 1)
+    weights = tmp_path / "hrnet_w18_small_imagenet.pth"
+    torch.save(imagenet.state_dict(), weights)
+    module = DEKRModule(net=DEKRNetConfig(**TINY, pretrained_backbone=str(weights)))
+    assert module.hparams["net"]["pretrained_backbone"] == str(weights)
+    conv1 = module.net.backbone.body.conv1.weight
+    assert conv1.std().item() == pytest.approx(0.001, rel=0.2)  # official init, not the ImageNet weights yet
+    fit = trainer(tmp_path / "fit", max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    fit.fit(module, train_dataloaders=loader(fake_batches(1)))
+    # one Adam step (lr 1e-3) moved the weights by at most ~lr from the loaded ImageNet values
+    assert torch.allclose(module.net.backbone.body.conv1.weight, imagenet.conv1.weight, atol=2e-3)
+    ckpt = tmp_path / "fit" / "last.ckpt"
+    fit.save_checkpoint(ckpt)
+    weights.unlink()  # neither evaluation nor a resumed fit reads it again
+    restored = DEKRModule.load_from_checkpoint(ckpt, map_location="cpu")
+    assert torch.equal(restored.net.backbone.body.conv1.weight, module.net.backbone.body.conv1.weight)
+    resumed = trainer(tmp_path / "resume", max_epochs=2, limit_train_batches=1, limit_val_batches=0)
+    resumed.fit(DEKRModule(net=DEKRNetConfig(**TINY, pretrained_backbone=str(weights))),
+                train_dataloaders=loader(fake_batches(1)), ckpt_path=ckpt)
+    assert resumed.current_epoch == 2

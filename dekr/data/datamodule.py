@@ -14,7 +14,8 @@ Batches:
 
 Batch size: ``batch_size`` is per device; ``global_batch_size`` (images per optimizer step over
 all devices, nodes and accumulated batches, the official recipe's "images per GPU x GPUs") instead
-derives the per-device batch from the trainer in ``setup()``. The learning rate is never scaled.
+derives the per-device batch (at most ``batch_size``) and the gradient accumulation from the
+trainer in ``setup()``. The learning rate is never scaled.
 
 Distributed training: the training loader's sampler is an :class:`EpochShardSampler` (a
 ``DistributedSampler`` with this rank's shard, so Lightning keeps it), reshuffled every epoch from
@@ -49,7 +50,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, get_worker_info
 
 from dekr.data.dataset import CocoKeypointDataset, load_coco_json
-from dekr.data.sampling import EpochShardSampler, ResumableDataLoader, resolve_batch_size
+from dekr.dataclass_config import as_config
+from dekr.data.sampling import BatchSplit, EpochShardSampler, ResumableDataLoader, split_batch
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
 from dekr.data.targets import TargetConfig, build_targets_torch
@@ -132,12 +134,14 @@ class DEKRDataModule(LightningDataModule):
         train_split, val_split, test_split: override the default layout (``LAYOUTS``).
         input_size: S, the square training input (512 for W32, 640 for W48).
         output_size: R, the target map size; default S / 4.
-        batch_size: training images per device (used when ``global_batch_size`` is None).
+        batch_size: training images per device; with ``global_batch_size``, the most a device takes
+            (official: 10 for W32 at 512, 5 for W48 at 640).
         global_batch_size: training images per optimizer step over all devices, nodes and
-            accumulated batches; the per-device batch becomes ``global_batch_size / (devices x
-            num_nodes x accumulate_grad_batches)`` (an error if not whole) and ``batch_size`` is
-            ignored. Keeps the effective batch when moving between 1 and 8 GPUs; the learning
-            rate is not scaled with it.
+            accumulated batches (official: 40). The split takes the largest per-device batch up to
+            ``batch_size`` that makes it exactly and sets ``trainer.accumulate_grad_batches`` for
+            the rest (W32 on 1 GPU: 10 x 4; on 8 GPUs: 5 x 1); an explicit
+            ``accumulate_grad_batches`` is kept. A split that cannot make it is an error listing the
+            device counts that can. The learning rate is not scaled.
         val_batch_size: evaluation images per device (a list of original images per batch).
         num_workers, pin_memory, persistent_workers: DataLoader settings.
         augmentation: random affine / flip / pixel transforms (official defaults).
@@ -183,32 +187,33 @@ class DEKRDataModule(LightningDataModule):
         self.dataset_kind = dataset
         self.root = Path(root)
         self.spec_name = spec or DEFAULT_SPEC[dataset]
-        self.splits = {"train": train_split or SplitPaths(), "val": val_split or SplitPaths(),
-                       "test": test_split or SplitPaths()}
+        self.splits = {name: as_config(SplitPaths, paths, f"data.{name}_split")
+                       for name, paths in (("train", train_split), ("val", val_split), ("test", test_split))}
         self.input_size = int(input_size)
         self.output_size = int(output_size) if output_size else self.input_size // 4
         self.batch_size = batch_size
         self.global_batch_size = global_batch_size
         # Resolved against the trainer in setup(); until then as if on one device.
-        self.per_device_batch_size = resolve_batch_size(batch_size, global_batch_size, 1)
+        self.per_device_batch_size = split_batch(batch_size, global_batch_size, 1).per_device
+        self._chosen_accumulation: int | None = None  # set when setup() chose trainer.accumulate_grad_batches
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
-        self.augmentation = augmentation or AugmentationConfig()
+        self.augmentation = as_config(AugmentationConfig, augmentation, "data.augmentation")
         if dataset == "synthetic" and self.augmentation.enabled and self.augmentation.flip_prob > 0:
             # The synthetic people encode left/right by colour; a flip swaps the labels, not the colours.
             log.warning("data.augmentation.flip_prob=%s on the synthetic dataset: its people are colour-coded "
                         "left/right, so flips make the side labels contradictory; use flip_prob 0 "
                         "(see dekr/data/synthetic.py)", self.augmentation.flip_prob)
-        self.targets = copy.copy(targets) if targets is not None else TargetConfig()
+        self.targets = copy.copy(as_config(TargetConfig, targets, "data.targets"))
         if official_quirks:
             self.targets.official_quirks = True
         self.official_quirks = official_quirks
         self.gpu_targets = gpu_targets
         self.min_center_area = min_center_area
         self.on_bad_sample = on_bad_sample
-        self.synthetic = synthetic or SyntheticConfig()
+        self.synthetic = as_config(SyntheticConfig, synthetic, "data.synthetic")
         self._spec: KeypointSpec | None = None
         self._datasets: dict[str, CocoKeypointDataset] = {}
         self._coco: dict[str, dict[str, Any]] = {}
@@ -246,6 +251,29 @@ class DEKRDataModule(LightningDataModule):
         img = Path(paths.images or default_img)
         base = self.root if self.dataset_kind != "synthetic" else Path(self.synthetic.cache_dir)
         return (ann if ann.is_absolute() else base / ann), (img if img.is_absolute() else base / img)
+
+    def missing_files(self, splits: tuple[str, ...] = ("train", "val")) -> list[str]:
+        """Problems with the files ``splits`` need, one line each (empty when all are there).
+
+        Cheap (no file is read), so that a launcher can check the data once before any process
+        starts; the datasets still validate their contents when they are built.
+        """
+        if self.dataset_kind == "synthetic":
+            return []
+        option = "--data.init_args.root"
+        if not self.root.is_dir():
+            layout = " + ".join(sorted({f"{ann} + {img}/" for ann, img in LAYOUTS[self.dataset_kind].values()}))
+            return [f"dataset root {self.root} ({option}) does not exist; expected {layout} under it"]
+        problems = []
+        for split in splits:
+            ann, img = self.split_paths(split)
+            if not ann.is_file():
+                problems.append(f"{split} annotation file {ann} not found (set {option} or "
+                                f"--data.init_args.{split}_split.annotations)")
+            if not img.is_dir():
+                problems.append(f"{split} image folder {img} not found (set {option} or "
+                                f"--data.init_args.{split}_split.images)")
+        return list(dict.fromkeys(problems))  # val and test may share files
 
     def dataset(self, split: str) -> CocoKeypointDataset:
         """The dataset of ``train``, ``val`` or ``test`` (built once, on first use)."""
@@ -292,16 +320,25 @@ class DEKRDataModule(LightningDataModule):
         if stage in (None, "fit"):
             self.resolve_batch_size()
 
+    def batch_split(self, world_size: int, accumulate_grad_batches: int = 1) -> BatchSplit:
+        """The training batch split for ``world_size`` devices (see :func:`dekr.data.sampling.split_batch`).
+        The launcher calls it before any process starts, so that an impossible split fails once."""
+        return split_batch(self.batch_size, self.global_batch_size, world_size, accumulate_grad_batches)
+
     def resolve_batch_size(self) -> int:
-        """Per-device training batch for the attached trainer's devices x nodes (and accumulation)."""
+        """Per-device training batch for the attached trainer's devices x nodes; with
+        ``global_batch_size`` and no accumulation configured, also sets the trainer's
+        ``accumulate_grad_batches`` so that each optimizer step sees exactly the global batch."""
         world = self.trainer.world_size if self.trainer is not None else 1
         accumulate = int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1)
-        self.per_device_batch_size = resolve_batch_size(self.batch_size, self.global_batch_size, world, accumulate)
-        step = self.per_device_batch_size * world * accumulate
-        how = "from data.global_batch_size" if self.global_batch_size is not None else "data.batch_size, per device"
-        rank_zero_info(f"training batch: {self.per_device_batch_size} images per device ({how}) x {world} "
-                       f"device(s){f' x {accumulate} accumulated' if accumulate > 1 else ''} = {step} images "
-                       "per optimizer step (the learning rate is not scaled)")
+        if self._chosen_accumulation is not None and accumulate == self._chosen_accumulation:
+            accumulate = 1  # our own choice of an earlier setup(): choose again
+        split = self.batch_split(world, accumulate)
+        if self.trainer is not None and split.accumulate != accumulate:
+            self.trainer.accumulate_grad_batches = split.accumulate
+            self._chosen_accumulation = split.accumulate
+        self.per_device_batch_size = split.per_device
+        rank_zero_info(split.describe())
         return self.per_device_batch_size
 
     @property

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -158,25 +159,75 @@ class _StartOnFirstBatch(Iterator[Any]):
         return batch
 
 
-def resolve_batch_size(batch_size: int, global_batch_size: int | None, world_size: int,
-                       accumulate_grad_batches: int = 1) -> int:
-    """Training images per device and step.
+@dataclass(frozen=True)
+class BatchSplit:
+    """How the training images of one optimizer step are spread: ``per_device`` images per
+    forward pass on each of ``world_size`` devices (devices x nodes), ``accumulate`` forward passes
+    per optimizer step."""
 
-    ``global_batch_size`` None: ``batch_size`` (per device) as given. Otherwise the images per
-    optimizer step over all devices and nodes, ``world_size`` x ``accumulate_grad_batches`` x the
-    per-device batch, which must come out whole.
+    per_device: int
+    world_size: int
+    accumulate: int
+    #: where ``per_device`` came from: ``global`` (split of data.global_batch_size) or ``per_device``
+    source: str = "per_device"
+
+    @property
+    def images_per_step(self) -> int:
+        return self.per_device * self.world_size * self.accumulate
+
+    def describe(self) -> str:
+        how = "from data.global_batch_size" if self.source == "global" else "data.batch_size, per device"
+        accumulated = f" x {self.accumulate} accumulated" if self.accumulate > 1 else ""
+        return (f"training batch: {self.per_device} images per device ({how}) x {self.world_size} device(s)"
+                f"{accumulated} = {self.images_per_step} images per optimizer step (the learning rate is not "
+                "scaled)")
+
+
+def split_batch(batch_size: int, global_batch_size: int | None, world_size: int,
+                accumulate_grad_batches: int = 1) -> BatchSplit:
+    """The training batch split for ``world_size`` devices (devices x nodes).
+
+    * ``global_batch_size`` None: ``batch_size`` images per device, ``accumulate_grad_batches`` as
+      given (the effective batch grows with the devices).
+    * ``global_batch_size`` set (the official recipe: 40 images per optimizer step) and
+      ``accumulate_grad_batches`` 1 (not chosen): ``batch_size`` is the largest batch a device takes
+      (official: 10 for W32 at 512, 5 for W48 at 640). The split uses the largest per-device batch
+      up to it that makes ``global_batch_size`` exactly and accumulates the rest: 40 with at most 10
+      per device is 10 x 4 accumulated on 1 device, 10 x 1 on 4, 5 x 1 on 8.
+    * both set: ``global_batch_size / (world_size x accumulate_grad_batches)`` per device, which must
+      be whole and at most ``batch_size``.
+
+    Raises:
+        ValueError: naming the options, and listing the device counts that can make the global batch.
     """
+    if batch_size < 1:
+        raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+    if accumulate_grad_batches < 1:
+        raise ValueError(f"trainer.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
     if global_batch_size is None:
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        return int(batch_size)
+        return BatchSplit(int(batch_size), int(world_size), int(accumulate_grad_batches), "per_device")
     if global_batch_size < 1:
         raise ValueError(f"data.global_batch_size must be >= 1, got {global_batch_size}")
-    shares = int(world_size) * int(accumulate_grad_batches)
-    if global_batch_size % shares:
-        raise ValueError(
-            f"data.global_batch_size={global_batch_size} does not divide evenly over {world_size} device(s) "
-            f"(trainer.devices x trainer.num_nodes) x {accumulate_grad_batches} accumulated batch(es) "
-            f"(trainer.accumulate_grad_batches); choose a multiple of {shares}, or set data.batch_size "
-            "(per device) and leave data.global_batch_size unset")
-    return global_batch_size // shares
+    world, cap = int(world_size), int(batch_size)
+    if accumulate_grad_batches > 1:
+        shares = world * int(accumulate_grad_batches)
+        per_device, rest = divmod(global_batch_size, shares)
+        if rest or per_device > cap:
+            why = (f"does not divide evenly over {world} device(s) (trainer.devices x trainer.num_nodes) x "
+                   f"{accumulate_grad_batches} accumulated batch(es) (trainer.accumulate_grad_batches); choose a "
+                   f"multiple of {shares}" if rest else
+                   f"over {world} device(s) x {accumulate_grad_batches} accumulated batch(es) needs {per_device} "
+                   f"images per device, more than data.batch_size={cap}")
+            raise ValueError(f"data.global_batch_size={global_batch_size} {why}, or leave "
+                             "trainer.accumulate_grad_batches at 1 to have it chosen")
+        return BatchSplit(per_device, world, int(accumulate_grad_batches), "global")
+    for per_device in range(min(cap, global_batch_size // world), 0, -1):
+        if global_batch_size % (world * per_device) == 0:
+            return BatchSplit(per_device, world, global_batch_size // (world * per_device), "global")
+    counts = [n for n in range(1, global_batch_size + 1) if global_batch_size % n == 0]
+    near = sorted({(global_batch_size // world) * world, -(-global_batch_size // world) * world} - {0})
+    raise ValueError(
+        f"data.global_batch_size={global_batch_size} images per step cannot be split evenly over {world} "
+        f"device(s) (trainer.devices x trainer.num_nodes). Device counts that can: {counts}; or change "
+        f"data.global_batch_size to a multiple of {world} (e.g. {' or '.join(map(str, near))}; the recipe's "
+        "learning rate was set for the original value)")

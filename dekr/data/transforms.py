@@ -133,23 +133,30 @@ class DEKRAffineTransform:
     with ``img`` (H, W, 3) uint8 RGB, ``mask`` (H, W) uint8 (1 = keep, 0 = ignore) or None,
     ``joints`` (P, J, 3) float64 (x, y, v) in the original image (J = K keypoints + the centre).
     Returns ``image`` (S, S, 3) uint8, ``mask`` (R, R) uint8 or None, ``keypoints`` (P, J, 3) in
-    output-map coordinates with left/right swapped on a flip and v = 0 for points leaving the
-    map, ``params`` and ``scale_factor`` (the official "scale product" (S / scale_px)^2, used to
-    bring an image-frame area into input pixels).
+    output-map coordinates with left/right swapped on a flip (v = 0 for points leaving the map,
+    unless ``official_visibility``), ``params`` and ``scale_factor`` (the official "scale
+    product" (S / scale_px)^2, used to bring an image-frame area into input pixels).
 
     ``official_flip``: the official code flips after the warp, the image as x -> S-1-x and the
     keypoints as x -> R-1-x, which leaves them 3 input pixels (S/R - 1) apart. The default
     flips in the original image before the warp, so the keypoints stay exactly on their pixels.
+
+    ``official_visibility``: the official warp never changes v; its target generators skip
+    points outside the map by their coordinates, except that the offset generator truncates the
+    centre with ``int()``, so a centre in (-1, 0) still owns offsets (``targets.py``). Keeping v
+    reproduces that. The default sets v = 0 for every point outside [0, R) x [0, R).
     """
 
     def __init__(self, input_size: int, output_size: int, flip_index: list[int],
-                 config: AugmentationConfig | None = None, official_flip: bool = False) -> None:
+                 config: AugmentationConfig | None = None, official_flip: bool = False,
+                 official_visibility: bool = False) -> None:
         self.input_size = int(input_size)
         self.output_size = int(output_size)
         self.config = config or AugmentationConfig()
         # The centre (last joint) maps to itself.
         self.flip_index = np.asarray(list(flip_index) + [len(flip_index)], dtype=np.int64)
         self.official_flip = official_flip
+        self.official_visibility = official_visibility
 
     def sample_params(self, height: int, width: int, rng: np.random.Generator | None) -> AffineParams:
         cfg = self.config
@@ -208,6 +215,10 @@ class DEKRAffineTransform:
                 "matrix_input": m_in, "matrix_output": m_out, "scale_factor": scale_factor}
 
     def warp_keypoints(self, keypoints: np.ndarray, m_out: np.ndarray, flip: bool) -> np.ndarray:
+        """(P, J, 3) image-frame (x, y, v) -> output-map (x, y, v) by ``m_out`` (3x3), flip-reordered.
+
+        v = 0 for points outside [0, R) x [0, R) unless ``official_visibility`` (class docstring).
+        """
         kpts = np.array(keypoints, dtype=np.float64, copy=True)
         if kpts.size == 0:
             return kpts.reshape(0, len(self.flip_index), 3)
@@ -215,6 +226,8 @@ class DEKRAffineTransform:
         kpts[..., :2] = xy
         if flip:
             kpts = kpts[:, self.flip_index]
+        if self.official_visibility:
+            return kpts
         r = self.output_size
         outside = (kpts[..., 0] < 0) | (kpts[..., 1] < 0) | (kpts[..., 0] >= r) | (kpts[..., 1] >= r)
         kpts[..., 2] = np.where(outside, 0.0, kpts[..., 2])

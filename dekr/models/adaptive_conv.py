@@ -14,6 +14,7 @@ Three layers, in the torchvision ``ops`` manner:
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -139,7 +140,20 @@ class AdaptiveConv2d(nn.Module):
         self.translation_conv = nn.Conv2d(c_in, 2 * groups, 3, padding=1, groups=groups, bias=True)
         # Stored like a grouped nn.Conv2d weight: (groups*out, in, 3, 3), no bias (as official).
         self.weight = nn.Parameter(torch.empty(out_per_group * groups, in_per_group, 3, 3))
-        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The deformable weight's init: torchvision's ``DeformConv2d.reset_parameters``.
+
+        The official ``adapt_conv`` is a ``torchvision.ops.DeformConv2d``, not an ``nn.Conv2d``,
+        so the official ``init_weights`` (N(0, 0.001) for every ``nn.Conv2d``) never reaches it:
+        it keeps torchvision's ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(fan_in),
+        1/sqrt(fan_in)) with fan_in = in_per_group * 9 -- the same fan-in as the official
+        per-keypoint ``DeformConv2d(c, c, 3)``, since each of our groups is one keypoint branch.
+        The two offset-predicting convs keep ``nn.Conv2d``'s default here;
+        :func:`dekr.models.dekr.init_official_` zeroes them.
+        """
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def offsets(self, x: Tensor) -> Tensor:
         """(N, groups*18, H, W) sampling offsets predicted from ``x``."""

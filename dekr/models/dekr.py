@@ -1,20 +1,25 @@
 """The DEKR network: HRNet backbone + heatmap head + disentangled adaptive offset head."""
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
 from dekr.dataclass_config import dataclass_from_dict
-from dekr.models.adaptive_conv import AdaptiveBackend
-from dekr.models.backbone import HRNetBackbone
+from dekr.models.adaptive_conv import AdaptiveBackend, AdaptiveConv2d
+from dekr.models.backbone import PRETRAINED_OPTION, HRNetBackbone
 from dekr.models.heads import HeatmapHead, OffsetBlockType, OffsetHead
 
 #: Output stride of both heads relative to the input image.
 OUTPUT_STRIDE = 4
 #: HRNet's coarsest branch is at stride 32: inputs must be multiples of it.
 INPUT_MULTIPLE = 32
+
+InitScheme = Literal["official", "pytorch"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,7 +36,15 @@ class DEKRNetConfig:
         disentangled: K separate branches (official) or one shared branch for all 2K offsets.
         dilation: dilation of the offset blocks' 3x3 kernels (official 1).
         adaptive_backend: ``grid_sample`` (pure PyTorch, exportable) or ``torchvision`` (deform_conv2d).
-        pretrained_backbone: False, True (timm ImageNet weights, needs the hub) or a local file path.
+        init: ``official`` (the official ``init_weights``, see :func:`init_official_`: every conv
+            N(0, 0.001) with zero bias, BN 1/0, zero offset predictors in the adaptive convs) or
+            ``pytorch`` (the framework defaults: timm's kaiming init in the backbone, PyTorch's
+            in the heads, random offset convs; for ablations). ImageNet weights, when
+            configured, replace the backbone's init either way.
+        pretrained_backbone: ``False`` (backbone from scratch); ``True`` (timm's ImageNet weights,
+            from the Hugging Face cache or downloaded once); or a local ImageNet HRNet file in
+            timm's or HRNet-Image-Classification's layout (``hrnetv2_w32_imagenet_pretrained.pth``),
+            loaded strictly (see :mod:`dekr.models.backbone`).
     """
 
     backbone: str = "hrnet_w32"
@@ -43,6 +56,7 @@ class DEKRNetConfig:
     disentangled: bool = True
     dilation: int = 1
     adaptive_backend: AdaptiveBackend = "grid_sample"
+    init: InitScheme = "official"
     pretrained_backbone: bool | str = False
 
     @classmethod
@@ -65,7 +79,12 @@ class DEKRNet(nn.Module):
     def __init__(self, config: DEKRNetConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or DEKRNetConfig()
-        self.backbone = HRNetBackbone(config.backbone, config.pretrained_backbone)
+        if config.init not in ("official", "pytorch"):
+            raise ValueError(f"init must be 'official' or 'pytorch', got {config.init!r}")
+        # Order matters: build, initialise, then load the ImageNet backbone, so that the
+        # initialisation (which covers the backbone too, as the official one does) cannot
+        # overwrite the pretrained weights.
+        self.backbone = HRNetBackbone(config.backbone, pretrained=False)
         self.heatmap_head = HeatmapHead(self.backbone.out_channels, config.heatmap_channels, config.num_keypoints)
         self.offset_head = OffsetHead(
             self.backbone.out_channels,
@@ -77,6 +96,13 @@ class DEKRNet(nn.Module):
             config.dilation,
             config.adaptive_backend,
         )
+        if config.init == "official":
+            init_official_(self)
+        if config.pretrained_backbone:
+            self.backbone.load_pretrained(config.pretrained_backbone)
+        else:
+            log.info("backbone %s starts from scratch (%s init; %s is false)", config.backbone, config.init,
+                     PRETRAINED_OPTION)
 
     @property
     def num_keypoints(self) -> int:
@@ -86,6 +112,38 @@ class DEKRNet(nn.Module):
         check_input(images)
         features = self.backbone(images)
         return self.heatmap_head(features), self.offset_head(features)
+
+
+def init_official_(net: nn.Module) -> None:
+    """The official DEKR ``init_weights`` (``lib/models/hrnet_dekr.py``), in place.
+
+    * every ``nn.Conv2d``, backbone and heads: weight N(0, 0.001), bias 0;
+    * every ``nn.BatchNorm2d``: weight 1, bias 0;
+    * each adaptive conv's ``transform_matrix_conv`` and ``translation_conv``: weight and bias 0.
+      (The official second loop tests ``hasattr(block, 'bias')`` on the block, which is False,
+      so it zeroes only their weights; the first loop has already zeroed their biases.)
+
+    The deformable weight of :class:`AdaptiveConv2d` is not an ``nn.Conv2d`` (officially a
+    ``torchvision.ops.DeformConv2d``) and keeps torchvision's kaiming-uniform init.
+
+    Note what the zero transform does: the predicted matrix M is 0 (not the identity), so the
+    offsets ``M @ G - G + t`` are ``-G`` and all 9 taps sample the centre pixel. A fresh adaptive
+    conv is therefore a 1x1 conv whose weight is the sum of its 3x3 kernel's taps, not a 3x3 conv;
+    the offsets learn from there (bilinear sampling has gradients with respect to them).
+    """
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.001)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    for module in net.modules():
+        if isinstance(module, AdaptiveConv2d):
+            for conv in (module.transform_matrix_conv, module.translation_conv):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
 
 def check_input(images: Tensor) -> None:

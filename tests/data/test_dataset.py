@@ -212,30 +212,97 @@ def test_image_size_not_matching_json(small_coco):
     data["images"][0]["width"] += 7
     name = data["images"][0]["file_name"]
     ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=False)
-    with pytest.raises(DataError, match=f"{name}.*says"):
+    with pytest.raises(DataError, match=rf"{name} \(image id {data['images'][0]['id']}\) is .* says"):
         ds[ds.file_names.tolist().index(name)]
 
 
-def test_wrong_number_of_keypoints(small_coco):
-    dst, data = small_coco
-    ann = _first_person(data)
-    ann["keypoints"] = ann["keypoints"][:-3]
-    with pytest.raises(DataError, match=f"annotation id {ann['id']}.*48 keypoint values, expected 51"):
-        CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+def test_category_keypoint_count_must_match_spec(small_coco):
+    dst, _ = small_coco
     # the CrowdPose spec on COCO data: the category's keypoint list does not match
     with pytest.raises(DataError, match="17 keypoints but spec 'crowdpose' has 14"):
         CocoKeypointDataset(dst / "test_coco.json", dst, CROWDPOSE, train=True)
 
 
-@pytest.mark.parametrize("bad", ["negative", "nan"])
-def test_negative_or_nan_coordinates(small_coco, bad):
+@pytest.mark.parametrize("fault, match", [
+    ("nan", "NaN or infinite keypoint values"),
+    ("inf", "NaN or infinite keypoint values"),
+    ("negative_visibility", "negative keypoint visibility flags"),
+    ("wrong_count", "48 keypoint values, expected 51"),
+])
+def test_structural_annotation_faults_name_file_and_annotation(small_coco, fault, match):
     dst, data = small_coco
     ann = _first_person(data)
+    file_name = next(im["file_name"] for im in data["images"] if im["id"] == ann["image_id"])
     j = next(i for i in range(17) if ann["keypoints"][3 * i + 2] > 0)
-    ann["keypoints"][3 * j] = -5.0 if bad == "negative" else float("nan")
-    match = "negative keypoint coordinates" if bad == "negative" else "NaN"
-    with pytest.raises(DataError, match=f"annotation id {ann['id']}.*{match}"):
-        CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+    if fault == "nan":
+        ann["keypoints"][3 * j] = float("nan")
+    elif fault == "inf":
+        ann["keypoints"][3 * j + 1] = float("inf")
+    elif fault == "negative_visibility":
+        ann["keypoints"][3 * j + 2] = -1
+    else:
+        ann["keypoints"] = ann["keypoints"][:-3]
+    path = _write(dst, data)
+    with pytest.raises(DataError, match=match) as err:
+        CocoKeypointDataset(path, dst, COCO, train=True)
+    message = str(err.value)
+    assert str(path) in message and f"annotation id {ann['id']} " in message and file_name in message
+
+
+def test_keypoints_outside_the_image_are_kept(small_coco):
+    """Official behaviour: a labelled keypoint at x = -5 or beyond the width is a label, not a fault."""
+    dst, data = small_coco
+    ann = _first_person(data)
+    info = next(im for im in data["images"] if im["id"] == ann["image_id"])
+    labelled = [i for i in range(17) if ann["keypoints"][3 * i + 2] > 0]
+    ann["keypoints"][3 * labelled[0]] = -5.0
+    ann["keypoints"][3 * labelled[-1] + 1] = info["height"] + 3.0
+    ds = CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
+    i = int(np.nonzero(ds.image_ids == ann["image_id"])[0][0])
+    joints, _ = ds.persons(i)
+    expected = np.asarray(ann["keypoints"], float).reshape(17, 3)
+    assert any(np.array_equal(person[:17], expected) for person in joints)
+    ds.reseed(0)
+    sample = ds[i]  # the augmentation decides what is inside the map
+    assert np.isfinite(sample["heatmap"].numpy()).all() and np.isfinite(sample["offset"].numpy()).all()
+
+
+# CrowdPose val annotations with a labelled keypoint outside the image: id -> (joint, x, y);
+# all are the neck (joint 13), one at x = width (427), the others at negative x.
+CROWDPOSE_VAL_OUTSIDE = {
+    102509: (13, -1.0, 366.0), 106073: (13, -7.0, 197.0), 108848: (13, -1.0, 91.0),
+    112681: (13, -1.0, 208.0), 119938: (13, -1.0, 202.0), 127751: (13, -1.0, 228.0),
+    130161: (13, 427.0, 233.0), 154107: (13, -1.0, 221.0), 165131: (13, -3.0, 291.0),
+}
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_every_crowdpose_val_annotation_loads(fixtures_dir, train):
+    """All 8,527 annotations of the official CrowdPose val json index without error (no pixels
+    are read until a sample is), the keypoints outside the image kept with their coordinates."""
+    path = fixtures_dir / "crowdpose_val_gt/crowdpose_val.json"
+    with open(path) as f:
+        coco = json.load(f)
+    assert len(coco["annotations"]) == 8527
+    ds = CocoKeypointDataset(path, None, CROWDPOSE, train=train)
+    assert ds.skipped == []
+    if not train:
+        assert len(ds) == len(coco["images"]) == 2000
+        return
+    assert set(ds.image_ids.tolist()) == {a["image_id"] for a in coco["annotations"]}
+    sizes = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    outside = {}
+    for a in coco["annotations"]:
+        kp = np.asarray(a["keypoints"], float).reshape(14, 3)
+        w, h = sizes[a["image_id"]]
+        out = (kp[:, 2] > 0) & ((kp[:, 0] < 0) | (kp[:, 1] < 0) | (kp[:, 0] >= w) | (kp[:, 1] >= h))
+        for j in np.nonzero(out)[0]:
+            outside[a["id"]] = (int(j), float(kp[j, 0]), float(kp[j, 1]))
+        if a["id"] in CROWDPOSE_VAL_OUTSIDE:
+            joints, _ = ds.persons(int(np.nonzero(ds.image_ids == a["image_id"])[0][0]))
+            assert sum(np.array_equal(person[:14], kp) for person in joints) == 1, a["id"]
+    assert outside == CROWDPOSE_VAL_OUTSIDE
+    assert sum(x < 0 for _, x, _ in outside.values()) == 8  # the 8 that used to raise
 
 
 def test_empty_annotation_list(small_coco):

@@ -9,28 +9,49 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from dekr.data.datamodule import DEKRDataModule
-from dekr.data.sampling import EpochShardSampler, ResumableDataLoader, SampleKey, resolve_batch_size
+from dekr.data.sampling import BatchSplit, EpochShardSampler, ResumableDataLoader, SampleKey, split_batch
 from dekr.data.synthetic import SyntheticConfig
 
 
 def test_per_device_batch_size_is_kept_without_global():
-    assert resolve_batch_size(10, None, world_size=4) == 10
-    assert resolve_batch_size(10, None, world_size=4, accumulate_grad_batches=3) == 10
+    assert split_batch(10, None, world_size=4) == BatchSplit(10, 4, 1, "per_device")
+    assert split_batch(10, None, world_size=4, accumulate_grad_batches=3).images_per_step == 120
 
 
-@pytest.mark.parametrize("world, accumulate, expected", [(1, 1, 40), (4, 1, 10), (8, 1, 5), (2, 2, 10)])
-def test_global_batch_size_splits_over_devices_and_accumulation(world, accumulate, expected):
-    assert resolve_batch_size(3, 40, world_size=world, accumulate_grad_batches=accumulate) == expected
+@pytest.mark.parametrize("cap, world, expected", [
+    (10, 1, (10, 4)),  # W32 on one GPU: 10 x 4 accumulated
+    (10, 4, (10, 1)),  # W32, the official 4 GPUs
+    (10, 8, (5, 1)),
+    (5, 1, (5, 8)),    # W48 on one GPU
+    (5, 2, (5, 4)),    # W48 on 2 GPUs: 5 x 4
+    (5, 8, (5, 1)),    # W48, the official 8 GPUs
+    (10, 5, (8, 1)),
+    (3, 2, (2, 10)),   # the largest per-device batch up to the cap that makes 40 exactly
+    (40, 1, (40, 1)),
+])
+def test_global_batch_is_split_up_to_the_per_device_cap_and_accumulated(cap, world, expected):
+    split = split_batch(cap, 40, world_size=world)
+    assert (split.per_device, split.accumulate) == expected
+    assert split.images_per_step == 40 and split.per_device <= cap
 
 
-def test_global_batch_size_that_does_not_divide_names_the_options():
-    with pytest.raises(ValueError, match=r"data.global_batch_size=10 does not divide evenly over 4 device") as err:
-        resolve_batch_size(10, 10, world_size=4)
-    assert "trainer.devices x trainer.num_nodes" in str(err.value) and "multiple of 4" in str(err.value)
+def test_explicit_accumulation_is_kept_within_the_cap():
+    assert split_batch(10, 40, world_size=2, accumulate_grad_batches=2) == BatchSplit(10, 2, 2, "global")
+    with pytest.raises(ValueError, match=r"needs 20 images per device, more than data.batch_size=10"):
+        split_batch(10, 80, world_size=2, accumulate_grad_batches=2)
+
+
+def test_a_split_that_cannot_make_the_global_batch_lists_the_choices():
+    with pytest.raises(ValueError, match=r"data.global_batch_size=40 images per step cannot be split evenly over 3 "
+                                         r"device") as err:
+        split_batch(10, 40, world_size=3)
+    message = str(err.value)
+    assert "Device counts that can: [1, 2, 4, 5, 8, 10, 20, 40]" in message
+    assert "a multiple of 3 (e.g. 39 or 42" in message and "trainer.devices x trainer.num_nodes" in message
     with pytest.raises(ValueError, match="multiple of 6"):
-        resolve_batch_size(10, 40, world_size=3, accumulate_grad_batches=2)
+        split_batch(10, 40, world_size=3, accumulate_grad_batches=2)
     with pytest.raises(ValueError, match="data.global_batch_size must be >= 1"):
-        resolve_batch_size(10, 0, world_size=1)
+        split_batch(10, 0, world_size=1)
     with pytest.raises(ValueError, match="data.batch_size must be >= 1"):
         DEKRDataModule(batch_size=0)
 
@@ -46,7 +67,7 @@ def _attach(dm: DEKRDataModule, world: int, rank: int = 0, accumulate: int = 1) 
 
 
 def test_datamodule_resolves_global_batch_in_setup_and_logs_it(caplog):
-    dm = _dm(batch_size=3, global_batch_size=8)
+    dm = _dm(batch_size=4, global_batch_size=8)
     _attach(dm, world=2, rank=1)
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
@@ -66,6 +87,17 @@ def test_datamodule_setup_rejects_an_uneven_global_batch():
     _attach(dm, world=3)
     with pytest.raises(ValueError, match="data.global_batch_size=8"):
         dm.setup("fit")
+
+
+def test_datamodule_sets_the_accumulation_that_makes_the_global_batch(caplog):
+    dm = _dm(batch_size=2, global_batch_size=8)
+    _attach(dm, world=2)
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    assert dm.per_device_batch_size == 2 and dm.trainer.accumulate_grad_batches == 2
+    assert "2 images per device (from data.global_batch_size) x 2 device(s) x 2 accumulated = 8" in caplog.text
+    dm.setup("fit")  # a second setup (e.g. a resumed fit) chooses again instead of keeping it as explicit
+    assert dm.trainer.accumulate_grad_batches == 2 and dm.per_device_batch_size == 2
 
 
 def test_batch_size_stays_per_device_without_global(caplog):

@@ -7,6 +7,7 @@ import pytest
 
 from dekr.data.dataset import CocoKeypointDataset, read_image_rgb
 from dekr.data.spec import load_spec
+from dekr.data.targets import TargetConfig, build_targets
 from dekr.data.transforms import (AffineParams, AugmentationConfig, DEKRAffineTransform, build_pixel_transforms,
                                   normalize_image)
 
@@ -175,6 +176,33 @@ def test_points_leaving_the_frame_become_unlabelled():
     kp = out["keypoints"][0]
     assert kp[0, 2] == 2 and kp[1, 2] == 0 and kp[2, 2] == 0
     assert t.flip_index.tolist() == [0]
+
+
+def test_official_visibility_keeps_a_centre_in_minus_one_zero(fixtures_dir):
+    """A centre the warp itself puts at x = -0.4: the official code never changes v and its offset
+    generator truncates with int() (-0.4 -> 0), so the person keeps its offsets; the sound warp
+    marks the centre unlabelled (and the sound targets floor to -1 anyway). Both skip its heatmap."""
+    joints = np.zeros((1, 18, 3))
+    joints[0, 0] = (8.0, 20.0, 2)  # -> (2, 5) on the map
+    joints[0, 17] = (-1.6, 20.0, 1)  # -> (-0.4, 5)
+    params = AffineParams((32.0, 32.0), 64.0, 0.0, False)  # identity at S = 64, so map = image / 4
+    for official in (False, True):
+        t = DEKRAffineTransform(64, 16, load_spec("coco").flip_index, official_flip=official,
+                                official_visibility=official)
+        kp = t(np.zeros((64, 64, 3), np.uint8), None, joints, params=params)["keypoints"]
+        assert kp[0, 17, 0] == pytest.approx(-0.4) and kp[0, 0, 2] == 2
+        assert kp[0, 17, 2] == (1.0 if official else 0.0)
+        targets = build_targets(kp, np.array([400.0]), None, 16, TargetConfig(official_quirks=official))
+        assert bool(targets["offset_weight"][:2].any()) == official
+        if official:  # the window [int(-0.4) - 4, int(-0.4) + 4) clipped: columns 0-3
+            assert targets["offset"][0, 5, :4].tolist() == pytest.approx([-2.0, -1.0, 0.0, 1.0])
+            assert not targets["offset_weight"][0, :, 4:].any()
+        assert targets["heatmap"][17].max() == 0
+    root = fixtures_dir / "coco_minicoco"
+    quirks = CocoKeypointDataset(root / "annotations/person_keypoints_train2017.json",
+                                 root / "images/train2017", load_spec("coco"), train=True,
+                                 official_quirks=True, gpu_targets=True)
+    assert quirks.transform.official_visibility and quirks.transform.official_flip
 
 
 def test_pixel_transforms_from_config():

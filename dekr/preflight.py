@@ -1,0 +1,206 @@
+"""Checks that a training run can start, made once in the launching process.
+
+A DDP run started on a machine that cannot run it used to fail late and many times: each of the
+N spawned processes, after the W&B run had started, printed the same missing-file error. The
+checks here read only configuration and the file system (no dataset is parsed, no process or
+logger is started), so that a launcher can call them before anything else and report every
+problem in one message: the requested devices against the accelerators present, the batch split,
+the dataset files, the pretrained weights and the run folder.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from dekr.data.datamodule import DEKRDataModule
+from dekr.models.backbone import PretrainedBackboneError, ensure_pretrained_backbone
+
+log = logging.getLogger(__name__)
+
+
+class PreflightError(ValueError):
+    """A run cannot start; ``problems`` holds one line per cause."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"the run cannot start ({len(self.problems)} problem(s)):\n{lines}")
+
+
+def visible_gpus() -> int:
+    """Accelerators Lightning's ``auto`` would use: CUDA devices, else 1 for Apple MPS, else 0."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    mps = getattr(torch.backends, "mps", None)
+    return 1 if mps is not None and mps.is_available() else 0
+
+
+def _requested_count(devices: Any) -> int | None:
+    """Devices asked for: an int, a list of indices or an index string ("0,1"); None for auto / -1."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1"):
+            return None
+        if "," in text:
+            return len([d for d in text.split(",") if d.strip()])
+        devices = int(text)
+    return None if devices == -1 else int(devices)
+
+
+@dataclass
+class DevicePlan:
+    """How many processes a run starts: ``devices`` per node x ``num_nodes``."""
+
+    accelerator: str
+    devices: int
+    num_nodes: int = 1
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+def plan_devices(accelerator: Any, devices: Any, num_nodes: int = 1, gpus: int | None = None) -> DevicePlan:
+    """Check ``trainer.accelerator`` / ``trainer.devices`` against this machine (``gpus`` visible
+    accelerators, default :func:`visible_gpus`) and return the planned device count.
+
+    Lightning's ``accelerator: auto`` falls back to the CPU when no GPU is visible, and then
+    ``devices: 8`` starts 8 CPU processes: that is refused here unless the CPU was asked for.
+    """
+    gpus = visible_gpus() if gpus is None else gpus
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    name = {"cuda": "gpu", "cudaaccelerator": "gpu", "cpuaccelerator": "cpu"}.get(name, name)
+    try:
+        requested = _requested_count(devices)
+    except ValueError:
+        return DevicePlan(name, 1, num_nodes, [f"trainer.devices={devices!r} is not a count, a list or 'auto'"])
+    problems: list[str] = []
+    if name == "cpu":
+        count = requested or 1
+    elif name in ("gpu", "mps") and gpus == 0:
+        problems.append(f"trainer.accelerator={name} but no GPU is visible on this machine "
+                        "(use --trainer.accelerator auto or cpu)")
+        count = requested or 1
+    elif gpus == 0:  # auto without GPU: the CPU
+        name = "cpu"
+        if requested is not None and requested > 1:
+            problems.append(
+                f"trainer.devices={devices} asks for {requested} devices but no GPU is visible: "
+                f"accelerator '{accelerator}' would start {requested} CPU processes. Use --trainer.devices auto (all GPUs "
+                "there are, one CPU process without; the 40-image step is kept by gradient accumulation), or "
+                "--trainer.accelerator cpu to start several CPU processes on purpose")
+        count = requested or 1
+    else:
+        name = "gpu" if name == "auto" else name
+        count = gpus if requested is None else requested
+        if requested is not None and requested > gpus:
+            problems.append(f"trainer.devices={devices} asks for {requested} GPUs but this machine has {gpus}; "
+                            "use --trainer.devices auto (every GPU there is)")
+    if int(num_nodes) < 1:
+        problems.append(f"trainer.num_nodes must be >= 1, got {num_nodes}")
+    return DevicePlan(name, max(int(count), 1), max(int(num_nodes), 1), problems)
+
+
+def check_run_folder(path: str | os.PathLike) -> list[str]:
+    """The run folder can be created (or exists and is writable); nothing is created here."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        return [f"run folder {path} (trainer.default_root_dir) exists and is not a folder"]
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == path else f"cannot be created: {existing} is not writable"
+        return [f"run folder {path} (trainer.default_root_dir) {where}"]
+    return []
+
+
+def check_file_option(path: str | None, option: str, what: str) -> list[str]:
+    """A file named by an option exists (None: nothing to check)."""
+    if path and not Path(path).is_file():
+        return [f"{what} {path} ({option}) does not exist"]
+    return []
+
+
+def _say(message: str, *args: Any) -> None:
+    """Log once per run: every DDP process and SLURM task runs the launcher code."""
+    if rank_zero_only.rank == 0:
+        log.info(message, *args)
+
+
+def datamodule_from_config(data: Mapping[str, Any] | None) -> DEKRDataModule | None:
+    """The configured datamodule (``{"class_path": ..., "init_args": {...}}``), built without
+    reading any file; None for a datamodule that is not a :class:`DEKRDataModule`."""
+    if not data or not data.get("class_path"):
+        return None
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not issubclass(cls, DEKRDataModule):
+        return None
+    return cls(**dict(data.get("init_args") or {}))
+
+
+def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike) -> None:
+    """Every check of a training run that needs no dataset parsing; raises :class:`PreflightError`.
+
+    ``config`` is the run config as a plain dict (``model``, ``data``, ``trainer``, ``ckpt_path``:
+    the LightningCLI layout of ``scripts/train.py``). Logs the planned batch split, the data mode
+    and the backbone weights. The ImageNet backbone weights are fetched (into timm's cache, when
+    the network allows) only when everything else is in order, so that a missing dataset is
+    reported within seconds.
+    """
+    trainer = config.get("trainer") or {}
+    plan = plan_devices(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"),
+                        trainer.get("num_nodes", 1))
+    problems = list(plan.problems)
+    datamodule = None
+    try:
+        datamodule = datamodule_from_config(config.get("data"))
+    except (ValueError, TypeError) as err:
+        problems.append(f"data: {err}")
+    if datamodule is not None:
+        problems += datamodule.missing_files(("train", "val"))
+        try:
+            split = datamodule.batch_split(plan.world_size, int(trainer.get("accumulate_grad_batches") or 1))
+        except ValueError as err:
+            problems.append(str(err))
+        else:
+            _say("%s, on %d %s device(s) x %d node(s)", split.describe(), plan.devices, plan.accelerator,
+                 plan.num_nodes)
+        _say("data: %s", "official_quirks on: the official data, targets and flip" if datamodule.official_quirks
+             else "official_quirks off: our documented fixes (README, 'Where we differ from the official code')")
+    problems += check_run_folder(run_folder)
+    model = config.get("model") or {}
+    net = model.get("net") or {}
+    init_from = model.get("init_from")
+    problems += check_file_option(init_from, "--model.init_from", "fine-tuning checkpoint")
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path not in (None, "last", "best", "hpc", "registry"):
+        problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from")
+    pretrained = net.get("pretrained_backbone", False)
+    backbone = net.get("backbone", "hrnet_w32")
+    if pretrained and not problems:
+        try:
+            _say("backbone: %s", ensure_pretrained_backbone(backbone, pretrained))
+        except PretrainedBackboneError as err:
+            problems.append(str(err))
+    elif not pretrained and not init_from and rank_zero_only.rank == 0:
+        log.warning("backbone: %s from scratch (model.net.pretrained_backbone is false); every published DEKR "
+                    "number starts from the ImageNet HRNet", backbone)
+    if problems:
+        raise PreflightError(problems)
+
+
+__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_run_folder", "check_training_run",
+           "datamodule_from_config", "plan_devices", "visible_gpus"]

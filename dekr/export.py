@@ -1,9 +1,7 @@
-"""Deployment: load a trained model (our ``.ckpt`` or an official DEKR ``.pth``), export it to ONNX
-or TorchScript, verify the export, and run an exported ONNX model through the normal decoder.
+"""Deployment: export a network (loaded with :func:`dekr.checkpoint.load_checkpoint`, whatever the
+checkpoint kind) to ONNX or TorchScript, verify the export, and run an exported ONNX model through
+the normal decoder.
 
-* :func:`load_model` -> :class:`LoadedModel` (network in eval mode, keypoint spec, decode options),
-  whatever the checkpoint kind; official checkpoints are converted on the fly and their variant
-  (W32/W48, COCO/CrowdPose) is recognised from the tensor shapes.
 * :func:`export_onnx` writes ONNX (legacy TorchScript-based exporter, opset 17) with dynamic batch,
   height and width. The adaptive convolution is exported through its pure-PyTorch path
   (``grid_sample`` -> ONNX ``GridSample``, opset >= 16): a network trained with
@@ -16,19 +14,20 @@ or TorchScript, verify the export, and run an exported ONNX model through the no
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dekr.data.spec import KeypointSpec, load_spec
+from dekr.checkpoint import ModelLoadError
+from dekr.data.spec import KeypointSpec
 from dekr.models.adaptive_conv import AdaptiveConv2d
 from dekr.models.dekr import DEKRNet
 
@@ -36,151 +35,6 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAMES = "images", ("heatmaps", "offsets")
-
-
-class ModelLoadError(ValueError):
-    """A checkpoint cannot be loaded, or does not fit the requested keypoint spec."""
-
-
-@dataclass
-class LoadedModel:
-    """A network ready for inference and what is needed to decode its outputs.
-
-    Attributes:
-        net: the DEKR network, eval mode, on CPU.
-        spec: its keypoint spec.
-        decode: decode options recorded with the model (``DecodeConfig`` fields).
-        source: ``ours`` or ``official``.
-        config: the run config used for an official checkpoint (None for ours).
-    """
-
-    net: DEKRNet
-    spec: KeypointSpec
-    decode: dict[str, Any] = field(default_factory=dict)
-    source: str = "ours"
-    config: str | None = None
-
-
-def _read_checkpoint(path: Path) -> Any:
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle, not a torch file: all "unreadable"
-        raise ModelLoadError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): "
-            f"{type(err).__name__}: {str(err)[:300]}"
-        ) from err
-
-
-def guess_official_config(state: dict[str, Tensor]) -> str:
-    """Run config (``w32_coco.yaml`` ...) of an official DEKR state dict, from its tensor shapes."""
-    keys = [k.removeprefix("module.") for k in state]
-    branches = {int(k.split(".")[1]) for k in keys if k.startswith("offset_final_layer.")}
-    width_key = next((k for k in state if k.removeprefix("module.") == "transition1.0.0.weight"), None)
-    if not branches or width_key is None:
-        raise ModelLoadError(
-            "not an official DEKR checkpoint (no offset_final_layer.* / transition1 keys) "
-            "and not one of ours (no hyper_parameters)"
-        )
-    width = int(state[width_key].shape[0])
-    dataset = {17: "coco", 14: "crowdpose"}.get(len(branches))
-    if width not in (32, 48) or dataset is None:
-        raise ModelLoadError(
-            f"official checkpoint with HRNet width {width} and {len(branches)} keypoints matches "
-            "none of w32/w48 x coco/crowdpose: pass --config for its run config"
-        )
-    return f"w{width}_{dataset}.yaml"
-
-
-def _check_spec(spec: KeypointSpec, wanted: str | KeypointSpec | None, path: Path) -> KeypointSpec:
-    if wanted is None:
-        return spec
-    want = wanted if isinstance(wanted, KeypointSpec) else load_spec(wanted)
-    if want.keypoint_names != spec.keypoint_names:
-        raise ModelLoadError(
-            f"checkpoint {path.name} predicts {spec.num_keypoints} keypoints (spec {spec.name!r}: "
-            f"{', '.join(spec.keypoint_names[:4])}, ...) but the chosen spec {want.name!r} has "
-            f"{want.num_keypoints} ({', '.join(want.keypoint_names[:4])}, ...); drop --spec to use the "
-            f"checkpoint's own spec, or pick a checkpoint trained for {want.name!r}"
-        )
-    return want
-
-
-def _run_input_size(ckpt: Path) -> int | None:
-    """``data.input_size`` of the run config (``config.yaml``, written by ``scripts/train.py`` in the
-    run folder) next to a checkpoint in ``<run>/checkpoints/`` or in the same folder."""
-    import yaml
-
-    for folder in (ckpt.parent, ckpt.parent.parent):
-        config = folder / "config.yaml"
-        if not config.is_file():
-            continue
-        try:
-            data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
-        except (yaml.YAMLError, AttributeError):
-            return None
-        data = data.get("init_args", data) if isinstance(data, dict) else {}
-        size = data.get("input_size") if isinstance(data, dict) else None
-        return int(size) if isinstance(size, int) and size > 0 and size % 64 == 0 else None
-    return None
-
-
-def load_model(
-    path: str | Path, config: str | Path | None = None, spec: str | KeypointSpec | None = None
-) -> LoadedModel:
-    """Load our Lightning checkpoint or an official DEKR ``.pth`` (converted on the fly).
-
-    Args:
-        path: ``.ckpt`` of ours (recognised by its ``hyper_parameters``) or an official state dict.
-        config: run config for an official checkpoint (default: guessed from the tensor shapes);
-            ignored for ours, which record their architecture. For ours without a decode
-            ``input_size``, the run's ``config.yaml`` (``data.input_size``) supplies it.
-        spec: keypoint spec the caller expects; a checkpoint for another keypoint set raises
-            :class:`ModelLoadError` saying so.
-    """
-    from dekr.config import load_section
-    from dekr.convert import CheckpointMismatchError, convert_official_state_dict, load_official_state_dict
-    from dekr.module import DEKRModule
-
-    path = Path(path)
-    raw = _read_checkpoint(path)
-    if isinstance(raw, dict) and "hyper_parameters" in raw and "state_dict" in raw:
-        hp = dict(raw["hyper_parameters"])
-        # Inference never needs the ImageNet backbone weights (they are in the checkpoint).
-        hp["net"] = {**(hp.get("net") or {}), "pretrained_backbone": False}
-        hp["init_from"] = None
-        hp["compile"] = False
-        known = set(inspect.signature(DEKRModule.__init__).parameters) - {"self"}
-        module = DEKRModule(**{k: v for k, v in hp.items() if k in known})
-        state = {k.removeprefix("_forward_net._orig_mod."): v for k, v in raw["state_dict"].items()}
-        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-        try:
-            module.net.load_state_dict(net_state)
-        except RuntimeError as err:
-            raise ModelLoadError(f"{path}: weights do not fit the recorded architecture: {err}") from err
-        decode = dict(module.decode_options)
-        if "input_size" not in decode and (size := _run_input_size(path)):
-            decode["input_size"] = size  # as in validation: the data's input size is the test size
-        loaded = LoadedModel(module.net.eval(), module.spec, decode, "ours", None)
-    else:
-        try:
-            state = load_official_state_dict(path)
-        except CheckpointMismatchError as err:
-            raise ModelLoadError(str(err)) from err
-        config = str(config) if config else guess_official_config(state)
-        model_cfg = dict(load_section(config, "model"))
-        model_cfg["net"] = {**model_cfg.get("net", {}), "pretrained_backbone": False}
-        module = DEKRModule(**model_cfg)
-        if spec is not None:
-            _check_spec(module.spec, spec, path)
-        try:
-            module.net.load_state_dict(convert_official_state_dict(state, module.net))
-        except CheckpointMismatchError as err:
-            raise ModelLoadError(f"{path} with config {config}: {err}") from err
-        loaded = LoadedModel(module.net.eval(), module.spec, dict(module.decode_options), "official", config)
-    loaded.spec = _check_spec(loaded.spec, spec, path)
-    return loaded
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -193,7 +47,10 @@ class _ExportForward(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = self.net.backbone(images)
-        return self.net.heatmap_head(features), self.net.offset_head(features)
+        heatmaps = self.net.heatmap_head(features)
+        if self.net.config.heatmap_activation == "sigmoid":  # as DEKRNet.forward (SuperGradients' logits)
+            heatmaps = heatmaps.sigmoid()
+        return heatmaps, self.net.offset_head(features)
 
 
 def exportable(net: DEKRNet) -> nn.Module:

@@ -7,30 +7,26 @@ channels; the final 2K offset channels) are remapped by keypoint *name*: CrowdPo
 freshly initialised. Everything else keeps the target's fresh initialisation. The returned
 :class:`TransferReport` says which is which.
 
-Sources: one of our Lightning checkpoints (``.ckpt``: the source spec is read from its
-hyper-parameters) or an official DEKR ``.pth`` (its architecture is inferred from the tensors,
-the spec from ``source_spec`` or from K: 17 -> ``coco``, 14 -> ``crowdpose``).
+Sources: anything :func:`dekr.checkpoint.load_checkpoint` reads (ours ``.ckpt``, whose spec is
+in its hyper-parameters; official, MMPose or SuperGradients ``.pth`` and zoo names, whose
+architecture is read off the tensors and spec taken from ``source_spec`` or from K: 17 ->
+``coco``, 14 -> ``crowdpose``).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from dekr.checkpoint import read_weights
 from dekr.data.spec import KeypointSpec, load_spec
-from dekr.models.dekr import DEKRNet, DEKRNetConfig
+from dekr.models.dekr import DEKRNet
 
 log = logging.getLogger(__name__)
 
-#: Official checkpoints carry no spec: guess it from the number of keypoints.
-SPEC_BY_NUM_KEYPOINTS = {17: "coco", 14: "crowdpose"}
-#: HRNet width (channels of the first branch) -> timm name, for official checkpoints.
-HRNET_BY_WIDTH = {18: "hrnet_w18", 30: "hrnet_w30", 32: "hrnet_w32", 40: "hrnet_w40", 44: "hrnet_w44",
-                  48: "hrnet_w48", 64: "hrnet_w64"}
 
 
 @dataclass
@@ -129,56 +125,27 @@ def transfer_state(net: DEKRNet, source: dict[str, Tensor], source_names: tuple[
     return report
 
 
-def _official_source_config(official: dict[str, Tensor], template: DEKRNetConfig) -> DEKRNetConfig:
-    """The architecture of an official checkpoint, read off its tensors."""
-    finals = [k for k in official if k.startswith("offset_final_layer.") and k.endswith(".weight")]
-    if "transition_heatmap.0.weight" not in official or not finals:
-        raise ValueError("not an official DEKR checkpoint (no transition_heatmap / offset_final_layer tensors)")
-    width = official["stage2.0.branches.0.0.conv1.weight"].shape[0] \
-        if "stage2.0.branches.0.0.conv1.weight" in official else None
-    backbone = HRNET_BY_WIDTH.get(width, template.backbone) if width else template.backbone
-    blocks = {int(k.split(".")[2]) for k in official if k.startswith("offset_feature_layers.0.")}
-    return replace(template, backbone=backbone, num_keypoints=len(finals),
-                   heatmap_channels=official["transition_heatmap.0.weight"].shape[0],
-                   offset_channels_per_keypoint=official["offset_final_layer.0.weight"].shape[1],
-                   offset_blocks=len(blocks) or template.offset_blocks, offset_block="adaptive",
-                   disentangled=True, pretrained_backbone=False)
-
-
-def load_source(path: str | Path, target: DEKRNetConfig, source_spec: str | None = None
+def load_source(path: str | Path, source_spec: str | None = None
                 ) -> tuple[dict[str, Tensor], tuple[str, ...] | None, bool]:
-    """Read a fine-tuning source: (state dict in our key names, its keypoint names, disentangled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from checkpoint {path} does not exist")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict) and "hyper_parameters" in raw:
-        hparams = raw["hyper_parameters"]
-        state = {k.removeprefix("net."): v for k, v in raw["state_dict"].items() if k.startswith("net.")}
-        spec_name = source_spec or hparams.get("spec")
-        names = load_spec(spec_name).keypoint_names if spec_name else None
-        return state, names, bool((hparams.get("net") or {}).get("disentangled", True))
-    from dekr.convert import convert_official_state_dict, load_official_state_dict
-
-    official = load_official_state_dict(path)
-    config = _official_source_config(official, target)
-    with torch.device("meta"):
-        skeleton = DEKRNet(config)  # only for the key names and shapes
-    state = convert_official_state_dict(official, skeleton)
-    spec_name = source_spec or SPEC_BY_NUM_KEYPOINTS.get(config.num_keypoints)
-    names = load_spec(spec_name).keypoint_names if spec_name else None
-    if names is not None and len(names) != config.num_keypoints:
-        raise ValueError(f"{path}: {config.num_keypoints} keypoints, but source spec {spec_name!r} has {len(names)}")
-    return state, names, True
+    """Read a fine-tuning source through the one checkpoint loader (:func:`dekr.checkpoint.read_weights`:
+    ours, official, MMPose, SuperGradients or a zoo name): (state dict in our key names, its keypoint
+    names, whether its offset head is disentangled)."""
+    converted, names = read_weights(path)
+    if source_spec is not None:
+        names = load_spec(source_spec).keypoint_names
+    if names is not None and len(names) != converted.net_config.num_keypoints:
+        raise ValueError(f"{path}: {converted.net_config.num_keypoints} keypoints, but source spec "
+                         f"{source_spec!r} has {len(names)}")
+    return converted.state_dict, names, converted.net_config.disentangled
 
 
 def transfer_from_file(net: DEKRNet, path: str | Path, target_spec: KeypointSpec | str,
                        source_spec: str | None = None) -> TransferReport:
     """Initialise ``net`` from one of our ``.ckpt`` files or an official ``.pth`` (see module doc)."""
     spec = target_spec if isinstance(target_spec, KeypointSpec) else load_spec(target_spec)
-    state, names, disentangled = load_source(path, net.config, source_spec)
+    state, names, disentangled = load_source(path, source_spec)
     return transfer_state(net, state, names, spec.keypoint_names, disentangled, description=str(path))
 
 
-__all__ = ["TransferReport", "transfer_state", "load_source", "transfer_from_file"]
+__all__ = ["TransferReport", "load_source", "transfer_from_file", "transfer_state"]
 

@@ -393,10 +393,16 @@ class DEKRModule(L.LightningModule):
             _set_rng_states_plain(checkpoint["rng_states"])
 
     @classmethod
-    def from_official(cls, checkpoint: str, **kwargs: Any) -> "DEKRModule":
-        """Build a module from keyword config (as :meth:`__init__`) and load an official DEKR ``.pth``."""
-        from dekr.convert import convert_official_state_dict, load_official_state_dict
+    def from_checkpoint(cls, source: str, spec: str | None = None, **kwargs: Any) -> "DEKRModule":
+        """A module holding the network of any checkpoint :func:`dekr.checkpoint.load_checkpoint`
+        reads (ours, official, MMPose, SuperGradients, a zoo name), e.g. to evaluate or keep training
+        it. The architecture, spec and decode options come from the checkpoint; ``kwargs`` set the
+        other arguments of :meth:`__init__` (``decode`` is merged over the checkpoint's)."""
+        from dekr.checkpoint import load_checkpoint
 
-        module = cls(**kwargs)
-        module.net.load_state_dict(convert_official_state_dict(load_official_state_dict(checkpoint), module.net))
+        loaded = load_checkpoint(source, spec=spec)
+        decode = {**loaded.decode, **(kwargs.pop("decode", None) or {})}
+        kwargs.pop("net", None)
+        module = cls(net=loaded.net.config.to_dict(), spec=spec or loaded.spec.name, decode=decode, **kwargs)
+        module.net.load_state_dict(loaded.net.state_dict())
         return module

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from dekr.data.datamodule import DEKRDataModule
 from dekr.models.backbone import PretrainedBackboneError, ensure_pretrained_backbone
+from dekr.zoo import ZOO
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,8 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
     model = config.get("model") or {}
     net = model.get("net") or {}
     init_from = model.get("init_from")
-    problems += check_file_option(init_from, "--model.init_from", "fine-tuning checkpoint")
+    if not (init_from and init_from in ZOO):  # a zoo name is fetched when the fit starts
+        problems += check_file_option(init_from, "--model.init_from", "fine-tuning checkpoint")
     ckpt_path = config.get("ckpt_path")
     if ckpt_path not in (None, "last", "best", "hpc", "registry"):
         problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from")

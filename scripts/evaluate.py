@@ -2,8 +2,8 @@
 """Evaluate a DEKR model: OKS-AP table in the paper's layout + COCO-format results json.
 
     python scripts/evaluate.py --config w32_coco.yaml --ckpt runs/w32_coco/checkpoints/last.ckpt
-    python scripts/evaluate.py --config w32_coco.yaml --official pose_dekr_hrnetw32_coco.pth --scales 2 1 0.5
-    python scripts/evaluate.py --config w32_crowdpose.yaml --official pose_dekr_hrnetw32_crowdpose.pth \\
+    python scripts/evaluate.py --config w32_coco.yaml --ckpt pose_dekr_hrnetw32_coco.pth --scales 2 1 0.5
+    python scripts/evaluate.py --config w32_crowdpose.yaml --ckpt pose_dekr_hrnetw32_crowdpose.pth \\
         --rescore final_rescore_crowd_pose_kpt.pth --split test --devices 4
 
 Runs ``Trainer.validate`` (or ``test`` for ``--split test``), so ``--devices N`` evaluates on N GPUs
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer  # noqa: E402
 
+from dekr.checkpoint import ModelLoadError  # noqa: E402
 from dekr.config import load_section  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.inference import to_coco_results  # noqa: E402
@@ -79,22 +80,23 @@ def parse_decode_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def build_module(args, model_cfg: dict[str, Any]) -> DEKRModule:
-    if args.ckpt and args.official:
-        raise SystemExit("give either --ckpt or --official, not both")
+    """The evaluated module: any checkpoint (ours, official, MMPose, SuperGradients, a zoo name) with
+    the run config's model settings (spec, decode options over the checkpoint's, metric backend)."""
     if args.ckpt:
-        return DEKRModule.load_from_checkpoint(args.ckpt, map_location="cpu")
-    if args.official:
-        return DEKRModule.from_official(args.official, **model_cfg)
+        settings = {k: v for k, v in model_cfg.items() if k in ("spec", "decode", "metric_backend")}
+        try:
+            return DEKRModule.from_checkpoint(args.ckpt, **settings)
+        except (ModelLoadError, FileNotFoundError) as err:
+            raise SystemExit(f"error: {err}") from None
     if not args.random_init:
-        raise SystemExit("give --ckpt X.ckpt or --official X.pth (or --random-init for a smoke test)")
+        raise SystemExit("give --ckpt (a checkpoint file or a model-zoo name), or --random-init for a smoke test")
     return DEKRModule(**model_cfg)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="run config (configs/NAME.yaml or a path)")
-    parser.add_argument("--ckpt", help="our Lightning checkpoint")
-    parser.add_argument("--official", help="official DEKR .pth (converted on the fly)")
+    parser.add_argument("--ckpt", help="checkpoint (ours .ckpt; official, MMPose or SuperGradients .pth) or zoo name")
     parser.add_argument("--random-init", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-root", help="override data.root")
     parser.add_argument("--val-annotations", help="annotation json of the evaluated split (relative to root or absolute)")
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = collector.gather(trainer)
     if trainer.is_global_zero:
         stats = {k.split("/", 1)[1]: v for k, v in stats.items() if k.split("/", 1)[1] != "num_images"}
-        name = args.name or Path(args.ckpt or args.official or "random-init").stem
+        name = args.name or Path(args.ckpt or "random-init").stem
         cfg = module.decode_config()
         print(f"\n{Path(args.config).stem} {args.split}: flip={cfg.flip_test} scales={list(cfg.scales)} "
               f"rescore={cfg.rescore or 'off'} input={cfg.input_size}")

@@ -23,15 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dekr.export import (  # noqa: E402
-    ModelLoadError,
-    OnnxPoseNet,
-    export_onnx,
-    export_torchscript,
-    load_model,
-    spec_metadata,
-    verify_export,
-)
+from dekr.checkpoint import ModelLoadError, load_checkpoint  # noqa: E402
+from dekr.export import OnnxPoseNet, export_onnx, export_torchscript, spec_metadata, verify_export  # noqa: E402
 
 
 def check_shapes(height: int, width: int, batch: int, dynamic: bool) -> list[tuple[int, int, int, int]]:
@@ -45,8 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ckpt", required=True, help="our .ckpt or an official DEKR .pth")
-    parser.add_argument("--config", help="run config of an official checkpoint (default: recognised)")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint (ours .ckpt; official, MMPose or SuperGradients .pth) or model-zoo name")
     parser.add_argument("--spec", help="expected keypoint spec (error if the checkpoint has another)")
     parser.add_argument("--format", nargs="+", choices=["onnx", "torchscript"], default=["onnx"])
     parser.add_argument(
@@ -74,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     try:
-        model = load_model(args.ckpt, args.config, args.spec)
+        model = load_checkpoint(args.ckpt, spec=args.spec)
     except (ModelLoadError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     size = int(model.decode.get("input_size", 512))
@@ -82,8 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     if height % 32 or width % 32:
         raise SystemExit(f"error: --input-size must be multiples of 32, got {height} {width}")
     ckpt = Path(args.ckpt)
-    report: dict = {"checkpoint": str(ckpt), "source": model.source, "spec": model.spec.name, "exports": {}}
-    meta = spec_metadata(model.spec, model.decode, source=model.source, checkpoint=ckpt.name)
+    report: dict = {"checkpoint": str(ckpt), "source": model.format, "spec": model.spec.name, "exports": {}}
+    meta = spec_metadata(model.spec, model.decode, source=model.format, checkpoint=ckpt.name)
     failed = False
     for fmt in args.format:
         suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"

@@ -258,33 +258,25 @@ def resolve_device(name: str) -> str:
 
 
 def build_predictor(args: argparse.Namespace, infer_cfg: dict[str, dict[str, Any]]) -> Predictor:
-    from dekr.data.spec import load_spec
-    from dekr.export import ModelLoadError, OnnxPoseNet, load_model
+    from dekr.checkpoint import ModelLoadError, load_checkpoint
     from dekr.inference import DecodeConfig
 
     device = resolve_device(args.device)
     try:
-        if str(args.ckpt).endswith(".onnx"):
-            providers = (
-                ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
-            )
-            net: Any = OnnxPoseNet(args.ckpt, providers)
-            spec = load_spec(args.spec) if args.spec else net.spec
-            if spec.keypoint_names != net.spec.keypoint_names:
-                raise ModelLoadError(
-                    f"{args.ckpt} predicts {net.spec.num_keypoints} keypoints (spec {net.spec.name!r}) "
-                    f"but the chosen spec {spec.name!r} has {spec.num_keypoints}"
-                )
-            decode = dict(net.decode)
-        else:
-            model = load_model(args.ckpt, args.config, args.spec)
-            net, spec, decode = model.net.to(device), model.spec, dict(model.decode)
-            print(
-                f"model: {args.ckpt} ({model.source}{', config ' + model.config if model.config else ''}; "
-                f"spec {spec.name}, {spec.num_keypoints} keypoints) on {device}"
-            )
+        model = load_checkpoint(args.ckpt, spec=args.spec)
     except (ModelLoadError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
+    spec, decode = model.spec, dict(model.decode)
+    if model.format == "onnx":
+        if device.startswith("cuda"):  # the same file on onnxruntime's CUDA provider
+            from dekr.export import OnnxPoseNet
+
+            model.net = OnnxPoseNet(args.ckpt, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        net: Any = model.net
+    else:
+        net = model.net.to(device)
+    print(f"model: {args.ckpt} ({model.format} checkpoint; spec {spec.name}, {spec.num_keypoints} keypoints) "
+          f"on {device}")
     decode.update(infer_cfg.get("decode", {}))
     if args.input_size:
         decode["input_size"] = args.input_size
@@ -536,15 +528,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--ckpt", required=True, help="our .ckpt, an official DEKR .pth, or an exported .onnx"
+        "--ckpt", required=True,
+        help="checkpoint (ours .ckpt; official, MMPose or SuperGradients .pth; exported .onnx) or model-zoo name"
     )
     parser.add_argument(
         "--input", required=True, help="image, folder of images, video file, or camera index (0, 1..)"
     )
     parser.add_argument("--out", help="output folder (default outputs/infer/<input name>)")
-    parser.add_argument(
-        "--config", help="run config of an official checkpoint (default: recognised from the weights)"
-    )
     parser.add_argument("--spec", help="keypoint spec you expect (error if the checkpoint is for another)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, default=8, help="images / frames per forward pass")

@@ -85,10 +85,10 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
     bottom row: ground truth)."""
     from dekr.config import load_section
     from dekr.data.synthetic import SyntheticConfig, annotate_scene, render_scene
-    from dekr.export import load_model
+    from dekr.checkpoint import load_checkpoint
     from dekr.inference import DecodeConfig, predict_poses
 
-    model = load_model(ckpt)
+    model = load_checkpoint(ckpt)
     data = load_section("demo.yaml", "data")
     syn_cfg = SyntheticConfig(
         **{

@@ -57,3 +57,17 @@ def standin_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
 def write_standin_checkpoint(variant: str, path: Path, seed: int = 0) -> Path:
     torch.save(standin_state_dict(variant, seed), path)
     return path
+
+
+#: MMPose's fixed ``AdaptiveActivationBlock.regular_matrix``: the grid's dy and dx rows plus ones.
+MMPOSE_REGULAR = REGULAR + [[1] * 9]
+
+
+def mmpose_standin_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The stand-in behind ``forward_mmpose_dekr_<variant>_*.npz``: :func:`make_state_dict` on
+    ``keys_mmpose_dekr_<variant>.txt``, with MMPose's 3x9 ``regular_matrix`` (shared/reference/README.md)."""
+    state = make_state_dict(read_keys(REFERENCE_DIR / f"keys_mmpose_dekr_{variant}.txt"), seed)
+    for name in state:
+        if name.endswith("regular_matrix"):
+            state[name] = torch.tensor(MMPOSE_REGULAR, dtype=torch.float32)
+    return state

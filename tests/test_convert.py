@@ -52,7 +52,7 @@ def test_every_official_key_is_used_and_parameter_count_is_official(variant: str
 def test_converted_checkpoint_reproduces_official_outputs(variant: str, tmp_path: Path) -> None:
     official = write_standin_checkpoint(variant, tmp_path / f"pose_dekr_hrnet{variant}.pth")
     out = tmp_path / f"{variant}.ckpt"
-    run_script("convert_official.py", [str(official), "--config", f"{variant}.yaml", "--out", str(out)])
+    run_script("convert.py", [str(official), "--config", f"{variant}.yaml", "--out", str(out)])
     module = dekr.DEKRModule.load_from_checkpoint(out, map_location="cpu").eval()
     ref = np.load(REFERENCE_DIR / REFERENCE_OUTPUTS[variant])
     with torch.no_grad():
@@ -115,7 +115,12 @@ def test_script_reports_mismatch_without_writing(tmp_path: Path) -> None:
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")
     out = tmp_path / "wrong.ckpt"
     args = [str(official), "--config", "w32_coco.yaml", "--out", str(out)]
-    result = run_script("convert_official.py", args, check=False)
+    result = run_script("convert.py", args, check=False)
     assert result.returncode == 1
-    assert "does not fit the configured network" in result.stderr
+    assert "predicts 14 keypoints" in result.stderr and "chosen spec 'coco' has 17" in result.stderr
     assert not out.exists()
+    w48 = write_standin_checkpoint("w48_coco", tmp_path / "w48.pth")
+    result = run_script("convert.py", [str(w48), "--config", "w32_coco.yaml", "--out", str(out)], check=False)
+    assert result.returncode == 1
+    assert "does not fit w32_coco.yaml: backbone: checkpoint 'hrnet_w48' vs config 'hrnet_w32'" in result.stderr
+    assert "heatmap_channels: checkpoint 48 vs config 32" in result.stderr and not out.exists()

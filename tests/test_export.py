@@ -1,5 +1,4 @@
-"""Model loading for deployment, ONNX / TorchScript export checked against PyTorch, decoding an
-exported model's outputs."""
+"""ONNX / TorchScript export checked against PyTorch, decoding an exported model's outputs."""
 
 from __future__ import annotations
 
@@ -8,20 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from dekr.checkpoint import ModelLoadError, load_checkpoint
 from dekr.data.dataset import read_image_rgb
-from dekr.export import (
-    ModelLoadError,
-    OnnxPoseNet,
-    export_onnx,
-    export_torchscript,
-    guess_official_config,
-    load_model,
-    spec_metadata,
-    verify_export,
-)
+from dekr.export import OnnxPoseNet, export_onnx, export_torchscript, spec_metadata, verify_export
 from dekr.inference import DecodeConfig, predict_poses
 from tests.conftest import FIXTURES
-from tests.official_standin import standin_state_dict, write_standin_checkpoint
 
 # A random network for the tools' tests: PyTorch's default init, whose random heatmaps give
 # detections to draw, track and write (the official init starts every heatmap at ~0).
@@ -58,72 +48,14 @@ def small_checkpoint(path, spec: str = "coco", seed: int = 0, decode: dict | Non
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     path = small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.ckpt")
-    return path, load_model(path)
-
-
-def test_load_our_checkpoint(small_model):
-    path, model = small_model
-    assert model.source == "ours" and model.spec.name == "coco"
-    assert model.decode == {"flip_test": False, "input_size": 128}
-    assert not model.net.training
-    from dekr.module import DEKRModule
-
-    ref = DEKRModule.load_from_checkpoint(path, map_location="cpu").net.eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        for a, b in zip(ref(x), model.net(x)):
-            torch.testing.assert_close(a, b)
-
-
-def test_run_config_gives_the_test_input_size(tmp_path):
-    run = tmp_path / "run"
-    path = small_checkpoint(run / "checkpoints" / "last.ckpt", decode={"flip_test": False})
-    assert "input_size" not in load_model(path).decode
-    (run / "config.yaml").write_text("model: {}\ndata:\n  class_path: x\n  init_args:\n    input_size: 192\n")
-    assert load_model(path).decode == {"flip_test": False, "input_size": 192}
-
-
-@pytest.mark.parametrize("variant", ["w32_coco", "w32_crowdpose"])
-def test_load_official_checkpoint_recognises_variant(tmp_path, variant):
-    path = write_standin_checkpoint(variant, tmp_path / f"pose_dekr_hrnet{variant}.pth")
-    model = load_model(path)
-    assert model.source == "official" and model.config == f"{variant}.yaml"
-    assert model.spec.name == variant.split("_")[1]
-    assert guess_official_config(standin_state_dict("w48_coco")) == "w48_coco.yaml"
-
-
-def test_load_errors(tmp_path, small_model):
-    path, _ = small_model
-    with pytest.raises(
-        ModelLoadError, match="predicts 17 keypoints .*'coco'.* chosen spec 'crowdpose' has 14"
-    ):
-        load_model(path, spec="crowdpose")
-    official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")
-    with pytest.raises(ModelLoadError, match="predicts 14 keypoints .*chosen spec 'coco' has 17"):
-        load_model(official, spec="coco")
-    with pytest.raises(ModelLoadError, match="does not fit"):
-        load_model(official, config="w32_coco.yaml")
-    with pytest.raises(ModelLoadError, match="does not exist"):
-        load_model(tmp_path / "missing.ckpt")
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
-        load_model(garbage)
-    truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ModelLoadError, match="not a readable"):
-        load_model(truncated)
-    other = tmp_path / "other.pth"
-    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
-    with pytest.raises(ModelLoadError, match="not an official DEKR checkpoint"):
-        load_model(other)
+    return path, load_checkpoint(path)
 
 
 @pytest.mark.parametrize("backend", ["grid_sample", "torchvision"])
 def test_onnx_matches_pytorch_at_two_sizes(tmp_path, backend):
     """Dynamic batch and spatial axes: one export, run by onnxruntime at two batch sizes and sizes."""
     path = small_checkpoint(tmp_path / "m.ckpt", adaptive_backend=backend)
-    model = load_model(path)
+    model = load_checkpoint(path)
     onnx_path = export_onnx(
         model.net, tmp_path / "m.onnx", (96, 128), metadata=spec_metadata(model.spec, model.decode)
     )

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from dekr.data.spec import KeypointSpec, load_spec
 
@@ -53,6 +53,15 @@ class DecodeConfig:
         pad_batch: pad the images of a batch to a common input shape (one forward per batch, faster on
             GPU; outputs near the padded border differ slightly) instead of grouping equal shapes.
         autocast_dtype: ``"bfloat16"`` / ``"float16"`` runs the network under autocast; None: float32.
+        channel_order: the channel order the network takes: ``rgb`` (official, ours) or ``bgr``
+            (SuperGradients). Images are always given as RGB; ``bgr`` reverses them before the
+            ImageNet normalisation, whose mean/std stay in RGB order (as SuperGradients does).
+        resize: ``official`` (short side to ``input_size``, long side aligned to 64, image
+            centred on the canvas: :func:`dekr.inference.preprocess.resize_info`) or ``letterbox``
+            (SuperGradients: the longest side to ``input_size`` by ``cv2.resize``, then padded at
+            the bottom and right to an ``input_size`` square canvas).
+        pad_value: grey level (0-255, every channel) of the canvas outside the image, in either
+            resize mode and when ``pad_batch`` pads (official 0, black; SuperGradients 127).
     """
 
     input_size: int = 512
@@ -75,6 +84,9 @@ class DecodeConfig:
     batch_size: int = 8
     pad_batch: bool = False
     autocast_dtype: str | None = None
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    resize: Literal["official", "letterbox"] = "official"
+    pad_value: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +104,12 @@ class DecodeConfig:
             raise ValueError(f"adjust_kernel must be >= 0, got {self.adjust_kernel}")
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
+        if self.resize not in ("official", "letterbox"):
+            raise ValueError(f"resize must be 'official' or 'letterbox', got {self.resize!r}")
+        if not 0 <= self.pad_value <= 255:
+            raise ValueError(f"pad_value must be a grey level in 0..255, got {self.pad_value}")
 
     @property
     def flip_shift(self) -> int:

@@ -178,7 +178,7 @@ def predict_poses(net: Net, images: Sequence[np.ndarray], spec: KeypointSpec, cf
     scales = list(cfg.scales)
     for image in images:
         check_image(image)
-    infos = [resize_info(im.shape[0], im.shape[1], cfg.input_size) for im in images]
+    infos = [resize_info(im.shape[0], im.shape[1], cfg.input_size, cfg.resize) for im in images]
 
     # Batches: equal canvases together (exact), or any images padded to a common canvas.
     if cfg.pad_batch:
@@ -199,9 +199,9 @@ def predict_poses(net: Net, images: Sequence[np.ndarray], spec: KeypointSpec, cf
         padded = any(info.base_size != (base_w, base_h) for info in group_infos)
         for scale in scales:
             with timer("preprocess"):
-                canvases = [resize_image(images[i], infos[i], scale) for i in group]
+                canvases = [resize_image(images[i], infos[i], scale, cfg.pad_value) for i in group]
                 pad_to = (max(c.shape[1] for c in canvases), max(c.shape[0] for c in canvases))
-                batch = to_input_tensor(canvases, device, pad_to if padded else None)
+                batch = to_input_tensor(canvases, device, pad_to if padded else None, cfg.channel_order, cfg.pad_value)
                 valid_sizes.append(torch.tensor([[c.shape[1] // cfg.output_stride, c.shape[0] // cfg.output_stride]
                                                  for c in canvases], device=device) if padded else None)
             with timer("network"):

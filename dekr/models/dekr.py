@@ -35,6 +35,10 @@ class DEKRNetConfig:
         offset_block: ``adaptive`` (official) or ``basic`` (plain 3x3 conv blocks; paper ablation).
         disentangled: K separate branches (official) or one shared branch for all 2K offsets.
         dilation: dilation of the offset blocks' 3x3 kernels (official 1).
+        heatmap_activation: ``none`` (official: the heads regress the Gaussian heatmaps directly) or
+            ``sigmoid`` (SuperGradients' ``dekr_w32_no_dc`` outputs logits). Applied in ``forward``
+            in train and eval mode alike, so the loss, validation and decoding all see heatmaps
+            in [0, 1]; the logits stay available as ``net.heatmap_head(net.backbone(images))``.
         adaptive_backend: ``grid_sample`` (pure PyTorch, exportable) or ``torchvision`` (deform_conv2d).
         init: ``official`` (the official ``init_weights``, see :func:`init_official_`: every conv
             N(0, 0.001) with zero bias, BN 1/0, zero offset predictors in the adaptive convs) or
@@ -55,6 +59,7 @@ class DEKRNetConfig:
     offset_block: OffsetBlockType = "adaptive"
     disentangled: bool = True
     dilation: int = 1
+    heatmap_activation: Literal["none", "sigmoid"] = "none"
     adaptive_backend: AdaptiveBackend = "grid_sample"
     init: InitScheme = "official"
     pretrained_backbone: bool | str = False
@@ -81,6 +86,8 @@ class DEKRNet(nn.Module):
         self.config = config = config or DEKRNetConfig()
         if config.init not in ("official", "pytorch"):
             raise ValueError(f"init must be 'official' or 'pytorch', got {config.init!r}")
+        if config.heatmap_activation not in ("none", "sigmoid"):
+            raise ValueError(f"heatmap_activation must be 'none' or 'sigmoid', got {config.heatmap_activation!r}")
         # Order matters: build, initialise, then load the ImageNet backbone, so that the
         # initialisation (which covers the backbone too, as the official one does) cannot
         # overwrite the pretrained weights.
@@ -111,7 +118,10 @@ class DEKRNet(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         check_input(images)
         features = self.backbone(images)
-        return self.heatmap_head(features), self.offset_head(features)
+        heatmaps = self.heatmap_head(features)
+        if self.config.heatmap_activation == "sigmoid":
+            heatmaps = heatmaps.sigmoid()
+        return heatmaps, self.offset_head(features)
 
 
 def init_official_(net: nn.Module) -> None:

@@ -19,8 +19,13 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 def test_evaluate_end_to_end(tmp_path, capsys, config, root, extra):
     import evaluate
 
+    from tests.official_standin import write_standin_checkpoint
+
+    # an official-layout checkpoint (converted on the fly by the one loader) for COCO, a random net for CrowdPose
+    model = (["--ckpt", str(write_standin_checkpoint("w32_coco", tmp_path / "pose_dekr_hrnetw32_coco.pth"))]
+             if "coco" in config and "crowd" not in config else ["--random-init"])
     out = tmp_path / "results.json"
-    stats = evaluate.main(["--config", config, "--random-init", "--data-root", str(root), "--input-size", "128",
+    stats = evaluate.main(["--config", config, *model, "--data-root", str(root), "--input-size", "128",
                            "--accelerator", "cpu", "--devices", "1", "--batch-size", "4", "--num-workers", "0",
                            "--out", str(out), *extra])
     printed = capsys.readouterr().out

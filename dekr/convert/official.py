@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from dekr.models.dekr import DEKRNet
+from dekr.convert.base import ConvertedCheckpoint
 from dekr.models.adaptive_conv import REGULAR_GRID
+from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
 BACKBONE_PREFIX = "backbone.body."
 _HEAD_RENAMES = {
@@ -40,7 +43,34 @@ _BLOCK_RENAMES = {
 
 
 class CheckpointMismatchError(ValueError):
-    """An official checkpoint does not fit the configured network (names the keys at fault)."""
+    """A checkpoint does not fit the configured network (names the keys at fault)."""
+
+
+#: HRNet variant by the width of its first branch (``transition1.0.0.weight``: (width, 256, 3, 3)).
+HRNET_BY_WIDTH = {18: "hrnet_w18", 30: "hrnet_w30", 32: "hrnet_w32", 40: "hrnet_w40", 44: "hrnet_w44",
+                  48: "hrnet_w48", 64: "hrnet_w64"}
+
+
+def official_net_config(official: Mapping[str, Tensor]) -> DEKRNetConfig:
+    """The architecture of an official-layout DEKR state dict, read off its tensor shapes: HRNet
+    width, K, heatmap head width, offset channels per keypoint, blocks per branch.
+
+    Raises:
+        CheckpointMismatchError: not an official DEKR layout, or an HRNet width timm lacks.
+    """
+    finals = [k for k in official if _BRANCH_FINAL.fullmatch(k) and k.endswith(".weight")]
+    if "transition_heatmap.0.weight" not in official or not finals or "transition1.0.0.weight" not in official:
+        raise CheckpointMismatchError("not an official DEKR state dict (no transition1 / transition_heatmap / "
+                                      "offset_final_layer tensors)")
+    width = int(official["transition1.0.0.weight"].shape[0])
+    if width not in HRNET_BY_WIDTH:
+        raise CheckpointMismatchError(f"official checkpoint with HRNet width {width}: no timm HRNet has it "
+                                      f"(known widths {sorted(HRNET_BY_WIDTH)})")
+    blocks = {int(m[2]) for k in official if (m := _BRANCH_BLOCK.fullmatch(k))}
+    return DEKRNetConfig(backbone=HRNET_BY_WIDTH[width], num_keypoints=len(finals),
+                         heatmap_channels=int(official["transition_heatmap.0.weight"].shape[0]),
+                         offset_channels_per_keypoint=int(official["offset_final_layer.0.weight"].shape[1]),
+                         offset_blocks=len(blocks), offset_block="adaptive", disentangled=True)
 
 
 def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -60,6 +90,37 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors")
     # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
     return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+
+
+def unwrap_official(raw: Any) -> dict[str, Tensor] | None:
+    """The official-layout state dict inside ``raw`` (what ``torch.load`` returned: a plain state dict,
+    or one wrapped in ``state_dict`` / ``model``, keys maybe prefixed ``module.``); None if absent."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(raw, Mapping) and isinstance(raw.get(wrapper), Mapping):
+            raw = raw[wrapper]
+    if not isinstance(raw, Mapping) or not raw or not all(isinstance(v, Tensor) for v in raw.values()):
+        return None
+    state = OrderedDict((str(k).removeprefix("module."), v) for k, v in raw.items())
+    # The adaptive blocks' matrix convs tell the official layout from SuperGradients' (plain blocks,
+    # otherwise the same key names).
+    official = ("transition_heatmap.0.weight" in state and "offset_final_layer.0.weight" in state
+                and any(k.endswith("transform_matrix_conv.weight") for k in state))
+    return state if official else None
+
+
+def convert_official(raw: Any) -> ConvertedCheckpoint | None:
+    """An official HRNet/DEKR checkpoint in our layout; None when ``raw`` is not one.
+
+    Raises:
+        CheckpointMismatchError: an official layout whose tensors do not fit (listing them).
+    """
+    official = unwrap_official(raw)
+    if official is None:
+        return None
+    config = official_net_config(official)
+    with torch.device("meta"):
+        skeleton = DEKRNet(config)  # key names and shapes only
+    return ConvertedCheckpoint("official", config, dict(convert_official_state_dict(official, skeleton)))
 
 
 def convert_official_state_dict(official: dict[str, Tensor], net: DEKRNet) -> dict[str, Tensor]:

@@ -298,7 +298,10 @@ class DEKRModule(L.LightningModule):
         self.net.eval()
         try:
             with torch.no_grad():
-                poses = predict_poses(self._forward_net, batch["image"], self.spec, self.decode_config())
+                cfg = self.decode_config()
+                # a checkpoint's own rescoring net (from_checkpoint), unless decode.rescore names a file
+                carried = None if cfg.rescore else self.__dict__.get("carried_rescore")
+                poses = predict_poses(self._forward_net, batch["image"], self.spec, cfg, rescore_net=carried)
         finally:
             self.net.train(was_training)
         out = []
@@ -396,8 +399,9 @@ class DEKRModule(L.LightningModule):
     def from_checkpoint(cls, source: str, spec: str | None = None, **kwargs: Any) -> "DEKRModule":
         """A module holding the network of any checkpoint :func:`dekr.checkpoint.load_checkpoint`
         reads (ours, official, MMPose, SuperGradients, a zoo name), e.g. to evaluate or keep training
-        it. The architecture, spec and decode options come from the checkpoint; ``kwargs`` set the
-        other arguments of :meth:`__init__` (``decode`` is merged over the checkpoint's)."""
+        it. The architecture, spec, decode options and rescoring net come from the checkpoint;
+        ``kwargs`` set the other arguments of :meth:`__init__` (``decode`` is merged over the
+        checkpoint's)."""
         from dekr.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(source, spec=spec)
@@ -405,4 +409,7 @@ class DEKRModule(L.LightningModule):
         kwargs.pop("net", None)
         module = cls(net=loaded.net.config.to_dict(), spec=spec or loaded.spec.name, decode=decode, **kwargs)
         module.net.load_state_dict(loaded.net.state_dict())
+        # Kept out of the module registry (not a trained part: no optimizer, no state dict entry);
+        # used by evaluation as the checkpoint's authors did.
+        module.__dict__["carried_rescore"] = loaded.rescore
         return module

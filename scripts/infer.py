@@ -237,13 +237,13 @@ def image_ids(paths: list[Path]) -> list[int]:
 class Predictor:
     """Network + decoding: list of RGB images -> per image (keypoints (P, K, 3), scores (P,)) numpy."""
 
-    def __init__(self, net: Any, spec: KeypointSpec, decode_cfg: Any) -> None:
-        self.net, self.spec, self.cfg = net, spec, decode_cfg
+    def __init__(self, net: Any, spec: KeypointSpec, decode_cfg: Any, rescore_net: Any = None) -> None:
+        self.net, self.spec, self.cfg, self.rescore_net = net, spec, decode_cfg, rescore_net
 
     def __call__(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         from dekr.inference import predict_poses
 
-        preds = predict_poses(self.net, images, self.spec, self.cfg)
+        preds = predict_poses(self.net, images, self.spec, self.cfg, rescore_net=self.rescore_net)
         return [(p["keypoints"].detach().cpu().numpy(), p["scores"].detach().cpu().numpy()) for p in preds]
 
 
@@ -290,7 +290,12 @@ def build_predictor(args: argparse.Namespace, infer_cfg: dict[str, dict[str, Any
         cfg = DecodeConfig.for_dataset(spec, **decode)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    return Predictor(net, spec, cfg)
+    # The rescoring net a checkpoint carries (MMPose, converted zoo entries) is used as its authors
+    # did, unless --decode rescore=FILE names another one.
+    carried = model.rescore if not cfg.rescore else None
+    if carried is not None:
+        print("rescoring: the checkpoint's rescoring net")
+    return Predictor(net, spec, cfg, carried)
 
 
 # ---------------------------------------------------------------------------------------------- running

@@ -175,3 +175,24 @@ def test_peer_checkpoints_load_through_the_one_loader(tmp_path, layout):
         cfg = model.net.config
         assert (cfg.offset_block, cfg.dilation, cfg.heatmap_activation) == ("basic", 5, "sigmoid")
         assert model.decode["channel_order"] == "bgr" and model.decode["resize"] == "letterbox"
+
+
+def test_carried_rescoring_net_rescores_predictions(tmp_path):
+    """The rescoring net an MMPose checkpoint carries changes the pose scores (official rule: net
+    output x mean keypoint score) and nothing else."""
+    import numpy as np
+
+    from dekr.data.dataset import read_image_rgb
+    from dekr.inference import DecodeConfig, predict_poses
+    from tests.official_standin import mmpose_standin_state_dict
+
+    path = tmp_path / "mmpose.pth"
+    torch.save({"state_dict": mmpose_standin_state_dict("w32_coco")}, path)
+    model = load_checkpoint(path)
+    image = read_image_rgb(FIXTURES / "coco" / "000000000785.jpg")
+    cfg = DecodeConfig.for_dataset(model.spec, input_size=128, flip_test=False, keypoint_threshold=0.0)
+    plain = predict_poses(model.net, [image], model.spec, cfg)[0]
+    rescored = predict_poses(model.net, [image], model.spec, cfg, rescore_net=model.rescore)[0]
+    assert len(plain["scores"]) > 0
+    np.testing.assert_array_equal(plain["keypoints"].numpy(), rescored["keypoints"].numpy())
+    assert not torch.allclose(plain["scores"], rescored["scores"])

@@ -102,7 +102,8 @@ def run_net(net: Net, batch: Tensor, cfg: DecodeConfig) -> tuple[Tensor, Tensor,
 
 def decode_batch(outputs: Sequence[tuple[Tensor, Tensor, Tensor | None, Tensor | None]], infos: Sequence[ResizeInfo],
                  spec: KeypointSpec, cfg: DecodeConfig, base_size: tuple[int, int],
-                 valid_sizes: Sequence[Tensor | None] | None = None, timer: Callable = _null_timer
+                 valid_sizes: Sequence[Tensor | None] | None = None, timer: Callable = _null_timer,
+                 rescore_net: RescoreNet | None = None
                  ) -> list[dict[str, Tensor]]:
     """Decode the network outputs of N images at every scale (``cfg.scales`` order) into final poses.
 
@@ -127,7 +128,7 @@ def decode_batch(outputs: Sequence[tuple[Tensor, Tensor, Tensor | None, Tensor |
     with timer("decode"):
         heat_up = upsampled_heatmaps(proposals) if cfg.match_heatmap else None
         device = poses.device
-        rescorer = _rescore_net(cfg, spec, device)
+        rescorer = rescore_net.to(device) if rescore_net is not None else _rescore_net(cfg, spec, device)
         xys = [poses[n, kept] for n, kept in enumerate(keep)]
         kp_scores = [keypoint_scores[n, kept] for n, kept in enumerate(keep)]
         if heat_up is not None:
@@ -157,7 +158,7 @@ def decode_batch(outputs: Sequence[tuple[Tensor, Tensor, Tensor | None, Tensor |
 
 @torch.no_grad()
 def predict_poses(net: Net, images: Sequence[np.ndarray], spec: KeypointSpec, cfg: DecodeConfig | None = None,
-                  timer: Callable | None = None) -> list[dict[str, Tensor]]:
+                  timer: Callable | None = None, rescore_net: RescoreNet | None = None) -> list[dict[str, Tensor]]:
     """Poses of every image, batched, on the network's device.
 
     Args:
@@ -167,6 +168,8 @@ def predict_poses(net: Net, images: Sequence[np.ndarray], spec: KeypointSpec, cf
         spec: keypoint spec (flip pairs; rescoring limbs).
         cfg: decoding options; default: the official test values for ``spec``.
         timer: optional :class:`Timer` splitting the time into preprocess / network / decode / nms.
+        rescore_net: a rescoring net to use instead of the file ``cfg.rescore`` names (e.g. the one
+            a checkpoint carries, :attr:`dekr.checkpoint.LoadedModel.rescore`).
 
     Returns:
         per image ``{"keypoints": (P, K, 3) float32 (x, y, score) in original image coordinates,
@@ -206,7 +209,8 @@ def predict_poses(net: Net, images: Sequence[np.ndarray], spec: KeypointSpec, cf
                                                  for c in canvases], device=device) if padded else None)
             with timer("network"):
                 outputs.append(run_net(net, batch, cfg))
-        out = decode_batch(outputs, group_infos, spec, cfg, (base_w, base_h), valid_sizes if padded else None, timer)
+        out = decode_batch(outputs, group_infos, spec, cfg, (base_w, base_h), valid_sizes if padded else None, timer,
+                           rescore_net)
         for i, r in zip(group, out):
             results[i] = r
     return results  # type: ignore[return-value]

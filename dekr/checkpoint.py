@@ -315,11 +315,11 @@ def _zoo_rescore_state(name: str) -> dict[str, Tensor] | None:
         return None
     state = raw.get("state_dict", raw) if isinstance(raw, Mapping) else raw
     state = {str(k).removeprefix("module."): v for k, v in state.items()} if isinstance(state, Mapping) else {}
-    if zoo.get_entry(name).format == "supergradients":
-        # SuperGradients scores a pose by sigmoid(net output) instead of the official net output x
-        # mean keypoint score; our rescoring implements the official rule only, so its net is not used.
-        log.warning("%s: SuperGradients' rescoring rule is not implemented; rescoring is off", name)
-        return None
+    from dekr.convert.supergradients import convert_supergradients_rescore
+
+    # SuperGradients' net (its score rule, sigmoid, travels in the decode options: rescore_rule)
+    if (sg := convert_supergradients_rescore(raw)) is not None:
+        return sg
     if {"l1.weight", "l2.weight", "l3.weight"} <= set(state):
         return state
     log.warning("%s: the rescoring file has an unknown layout (%s ...); rescoring is off", name, list(state)[:3])

@@ -54,6 +54,7 @@ SG_DECODE: dict[str, Any] = {
     "nms_thre": 0.05,             # pose NMS,
     "nms_num_thre": 8,
     "max_num_people": 30,         # and people per image
+    "rescore_rule": "sigmoid",    # its rescoring net outputs a logit: score = sigmoid(output)
 }
 
 _SG_BLOCK = re.compile(r"offset_feature_layers\.(\d+)\.(\d+)\.((?:conv1|bn1|conv2|bn2)\..+)")

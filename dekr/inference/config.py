@@ -49,6 +49,9 @@ class DecodeConfig:
         adjust_sigma: initial sigma of the fit (official DATASET.SIGMA 2, although the heatmaps at
             input resolution are about 4x wider; the fit finds their width).
         rescore: path of a rescoring-net checkpoint (ours or official ``final_rescore_*.pth``); None: off.
+        rescore_rule: how the rescoring net's output becomes the pose score: ``official`` (the net
+            predicts the OKS; score = OKS x mean keypoint score) or ``sigmoid`` (SuperGradients: the
+            net outputs a logit; score = sigmoid(output)).
         batch_size: images per forward pass in :func:`dekr.inference.predict_poses`.
         pad_batch: pad the images of a batch to a common input shape (one forward per batch, faster on
             GPU; outputs near the padded border differ slightly) instead of grouping equal shapes.
@@ -81,6 +84,7 @@ class DecodeConfig:
     adjust_threshold: float = 0.05
     adjust_sigma: float = 2.0
     rescore: str | None = None
+    rescore_rule: str = "official"
     batch_size: int = 8
     pad_batch: bool = False
     autocast_dtype: str | None = None
@@ -102,6 +106,8 @@ class DecodeConfig:
             raise ValueError(f"input_size must be a multiple of 64, got {self.input_size}")
         if self.adjust_kernel < 0:
             raise ValueError(f"adjust_kernel must be >= 0, got {self.adjust_kernel}")
+        if self.rescore_rule not in ("official", "sigmoid"):
+            raise ValueError(f"rescore_rule must be 'official' or 'sigmoid', got {self.rescore_rule!r}")
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
         if self.channel_order not in ("rgb", "bgr"):

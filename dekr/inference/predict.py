@@ -150,7 +150,7 @@ def decode_batch(outputs: Sequence[tuple[Tensor, Tensor, Tensor | None, Tensor |
         if rescorer is not None and results:
             counts = [len(r["scores"]) for r in results]
             new = rescore(rescorer, torch.cat([r["keypoints"] for r in results]),
-                          torch.cat([r["scores"] for r in results]), spec)
+                          torch.cat([r["scores"] for r in results]), spec, cfg.rescore_rule)
             for r, s in zip(results, new.split(counts)):
                 r["scores"] = s
     return results

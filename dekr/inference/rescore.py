@@ -88,13 +88,17 @@ def save_rescore_net(net: RescoreNet, path: str | Path, spec: KeypointSpec, **me
 
 
 @torch.no_grad()
-def rescore(net: RescoreNet, keypoints: Tensor, scores: Tensor, spec: KeypointSpec) -> Tensor:
-    """Official final score: predicted OKS (NaN -> 0) times the mean keypoint score.
+def rescore(net: RescoreNet, keypoints: Tensor, scores: Tensor, spec: KeypointSpec, rule: str = "official") -> Tensor:
+    """Final pose scores from the rescoring net.
 
+    ``official``: predicted OKS (NaN -> 0) times the mean keypoint score ``scores``;
+    ``sigmoid`` (SuperGradients): sigmoid of the net's output, which replaces the score.
     keypoints (P, K, 3) in original image coordinates, scores (P,) -> (P,).
     """
     if keypoints.shape[0] == 0:
         return scores
     param = next(net.parameters())
     pred = net(rescore_features(keypoints, spec).to(param.device, param.dtype)).to(scores)
+    if rule == "sigmoid":
+        return torch.sigmoid(pred)
     return torch.nan_to_num(pred, nan=0.0) * scores

@@ -27,7 +27,7 @@ from dekr.convert.supergradients import (
 from dekr.data.spec import load_spec
 from dekr.inference.config import DecodeConfig
 from dekr.inference.preprocess import resize_image, resize_info, to_input_tensor
-from dekr.inference.rescore import RescoreNet, num_features, rescore_features
+from dekr.inference.rescore import RescoreNet, num_features, rescore, rescore_features
 from dekr.models.dekr import DEKRNet
 from tests.official_standin import REFERENCE_DIR, make_state_dict, read_keys
 
@@ -204,7 +204,13 @@ def test_sg_rescoring_net_maps_to_ours() -> None:
     poses = torch.rand(5, 17, 3) * torch.tensor([300.0, 200.0, 1.0])
     features = rescore_features(poses, spec)
     with torch.no_grad():
-        assert torch.allclose(net(features), final(layers(features))[:, 0], atol=1e-6)
+        logits = final(layers(features))[:, 0]
+        assert torch.allclose(net(features), logits, atol=1e-6)
+    # SG's score rule (a named decode option the converter sets): sigmoid(output) replaces the score
+    assert SG_DECODE["rescore_rule"] == "sigmoid"
+    scores = torch.full((5,), 0.3)
+    assert torch.allclose(rescore(net, poses, scores, spec, "sigmoid"), torch.sigmoid(logits), atol=1e-6)
+    assert torch.allclose(rescore(net, poses, scores, spec), torch.nan_to_num(logits) * 0.3, atol=1e-6)
 
 
 def test_sg_rescoring_net_of_other_depth_or_layout() -> None:

@@ -1,7 +1,8 @@
 """Proof that training learns (slow, CPU).
 
-* The demo (configs/demo.yaml as shipped: 40 epochs on 256 synthetic images at 128 px) raises
-  OKS-AP on its 64 synthetic validation images from 0 to >= 0.5 (seen: 0.70).
+* The demo (configs/demo.yaml as shipped: 40 epochs on 256 synthetic images at 128 px, official
+  init) raises OKS-AP on its 64 synthetic validation images to >= 0.5, by at least 0.3 after its
+  first validation at epoch 5 (seen: 0.27 at epoch 5, 0.905 at epoch 40).
 * A small model overfits the person images of coco_minicoco: the training loss falls by 10x and
   the OKS-AP on those same images, evaluated the standard way (whole image, short side resized to
   256), rises above 0.5 (seen: 0.60, loss / 97). Training sees the evaluation view without augmentation: the same scale,
@@ -41,7 +42,8 @@ def test_demo_reaches_oks_ap_one_half_on_synthetic_validation(tmp_path: Path) ->
               cwd=tmp_path, env=train_env(), timeout=2400)
     metrics = read_metrics(root)
     aps = [row["val/AP"] for row in metrics["history"] if "val/AP" in row]
-    assert aps[0] < 0.1, f"AP before learning should be near 0: {aps}"
+    # The first validation comes after 5 epochs (official init: 0.27 there); it keeps rising from there.
+    assert metrics["best_score"] - aps[0] >= 0.3, f"OKS-AP should keep rising after epoch 5: {aps}"
     assert metrics["best_score"] >= 0.5, f"best OKS-AP {metrics['best_score']:.3f}; AP by epoch {aps}"
 
 
@@ -79,5 +81,5 @@ def test_overfits_coco_minicoco_person_images(tmp_path: Path, fixtures_dir: Path
     losses = [row["train/epoch_loss"] for row in metrics["history"]]
     assert losses[0] / min(losses[-5:]) >= 10, f"training loss {losses[0]:.4f} -> {losses[-5:]}"
     aps = [row["val/AP"] for row in metrics["history"] if "val/AP" in row]
-    assert aps[0] < 0.1, f"AP before learning should be near 0: {aps}"
+    assert metrics["best_score"] > aps[0], f"AP should rise after the first validation (epoch 20): {aps}"
     assert metrics["best_score"] > 0.5, f"AP on the training images by epoch: {aps}"

@@ -130,7 +130,7 @@ class ZooEntry:
         name: zoo name (``dekr-w32-coco``, ``mmpose/dekr-w32-coco``, ...).
         format: checkpoint layout, i.e. which converter reads it.
         weights: the weights file.
-        spec: keypoint spec name (``configs/datasets/<spec>.yaml``).
+        spec: keypoint spec name (shipped in ``dekr/data/specs/<spec>.yaml``).
         config: our run config the weights convert to (``configs/<config>``), or ``None`` where
             none of ours has the same architecture.
         ap: published AP in percent, or ``None`` if not published.

@@ -130,7 +130,7 @@ class DEKRDataModule(LightningDataModule):
         dataset: ``coco``, ``crowdpose``, ``custom`` (any COCO-format keypoint data + a spec) or
             ``synthetic`` (generated, no files).
         root: dataset folder; the split paths below are relative to it.
-        spec: keypoint spec name (``configs/datasets/<name>.yaml``) or path; default per dataset.
+        spec: keypoint spec name (shipped in ``dekr/data/specs/<name>.yaml``) or path; default per dataset.
         train_split, val_split, test_split: override the default layout (``LAYOUTS``).
         input_size: S, the square training input (512 for W32, 640 for W48).
         output_size: R, the target map size; default S / 4.

@@ -1,17 +1,20 @@
 """Keypoint specifications: the per-dataset facts (names, flip pairs, OKS sigmas, skeleton).
 
-A spec is plain data loaded from YAML (`configs/datasets/*.yaml`). A user's own COCO-format
-dataset needs only a new spec file; nothing in the code is COCO-specific.
+A spec is plain data loaded from YAML. The shipped specs (``coco``, ``crowdpose``) are package data
+(`dekr/data/specs/*.yaml`), so they load from an installed wheel as from a checkout. A user's own
+COCO-format dataset needs only a new spec file, passed by path; nothing in the code is COCO-specific.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DATASET_SPEC_DIR = Path(__file__).resolve().parents[2] / "configs" / "datasets"
+#: Package folder of the shipped specs (``dekr/data/specs/<name>.yaml``), read via importlib.resources.
+SPEC_PACKAGE, SPEC_FOLDER = "dekr.data", "specs"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class KeypointSpec:
         return index
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "KeypointSpec":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> KeypointSpec:
         known = {"name", "keypoint_names", "flip_pairs", "sigmas", "skeleton", "rescore_limbs",
                  "rescore_torso_limbs", "crowd_eval", "extra"}
         unknown = set(data) - known
@@ -88,16 +91,29 @@ class KeypointSpec:
             raise ValueError(f"{source}: {err}") from err
 
 
+def shipped_specs() -> list[str]:
+    """Names of the specs that ship with the package (``coco``, ``crowdpose``, ...)."""
+    folder = resources.files(SPEC_PACKAGE) / SPEC_FOLDER
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
 def load_spec(name_or_path: str | Path) -> KeypointSpec:
-    """Load a spec by bare name (``coco`` -> ``configs/datasets/coco.yaml``) or by path."""
+    """Load a spec by bare name (``coco`` -> the package's ``dekr/data/specs/coco.yaml``) or by
+    path to a YAML file (a spec, or a dataset config holding one under ``spec:``)."""
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = DATASET_SPEC_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"keypoint spec {str(name_or_path)!r} not found (looked at {path})")
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    if path.is_file():
+        text, source = path.read_text(), str(path)
+    elif not path.suffix and path.name == str(name_or_path):  # a bare name: a shipped spec
+        resource = resources.files(SPEC_PACKAGE) / SPEC_FOLDER / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise FileNotFoundError(f"keypoint spec {str(name_or_path)!r} is neither a file nor a shipped spec "
+                                    f"(shipped: {shipped_specs()}); pass the path of your spec YAML")
+        text, source = resource.read_text(), f"{SPEC_PACKAGE}/{SPEC_FOLDER}/{name_or_path}.yaml"
+    else:
+        raise FileNotFoundError(f"keypoint spec file {str(name_or_path)!r} not found (shipped specs, by bare "
+                                f"name: {shipped_specs()})")
+    data = yaml.safe_load(text)
     # A dataset config may hold the spec under a `spec:` key next to paths.
     if isinstance(data, dict) and "spec" in data and "keypoint_names" not in data:
         data = data["spec"]
-    return KeypointSpec.from_dict(data, source=str(path))
+    return KeypointSpec.from_dict(data, source=source)

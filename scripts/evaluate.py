@@ -24,49 +24,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from lightning.pytorch import Callback, Trainer  # noqa: E402
-
-from dekr.checkpoint import ModelLoadError  # noqa: E402
-from dekr.config import load_section  # noqa: E402
-from dekr.data.datamodule import DEKRDataModule  # noqa: E402
-from dekr.inference import to_coco_results  # noqa: E402
-from dekr.metrics.oks_ap import format_table  # noqa: E402
-from dekr.module import DEKRModule  # noqa: E402
-
-
-class CollectPredictions(Callback):
-    """Keeps the decoded poses of every evaluation batch (all ranks gathered at the end)."""
-
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-        self.image_ids: list[int] = []
-
-    def _collect(self, outputs: Any) -> None:
-        if not outputs:
-            return
-        ids = [o["image_id"] for o in outputs]
-        self.image_ids.extend(ids)
-        self.results.extend(to_coco_results(outputs, ids))
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._collect(outputs)
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._collect(outputs)
-
-    def gather(self, trainer: Trainer) -> list[dict[str, Any]]:
-        parts = [(self.image_ids, self.results)]
-        if trainer.world_size > 1 and torch.distributed.is_initialized():
-            parts = [None] * trainer.world_size  # type: ignore[list-item]
-            torch.distributed.all_gather_object(parts, (self.image_ids, self.results))
-        seen: set[int] = set()
-        merged: list[dict[str, Any]] = []
-        for ids, results in parts:  # type: ignore[misc]
-            fresh = set(ids) - seen  # DistributedSampler padding repeats images: keep them once
-            merged.extend(r for r in results if r["image_id"] in fresh)
-            seen |= fresh
-        return merged
+from dekr.checkpoint import ModelLoadError
+from dekr.config import load_section
+from dekr.evaluation import evaluate
+from dekr.metrics.oks_ap import format_table
+from dekr.module import DEKRModule
 
 
 def parse_decode_overrides(items: list[str]) -> dict[str, Any]:
@@ -77,20 +39,6 @@ def parse_decode_overrides(items: list[str]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         out[key] = yaml.safe_load(value)
     return out
-
-
-def build_module(args, model_cfg: dict[str, Any]) -> DEKRModule:
-    """The evaluated module: any checkpoint (ours, official, MMPose, SuperGradients, a zoo name) with
-    the run config's model settings (spec, decode options over the checkpoint's, metric backend)."""
-    if args.ckpt:
-        settings = {k: v for k, v in model_cfg.items() if k in ("spec", "decode", "metric_backend")}
-        try:
-            return DEKRModule.from_checkpoint(args.ckpt, **settings)
-        except (ModelLoadError, FileNotFoundError) as err:
-            raise SystemExit(f"error: {err}") from None
-    if not args.random_init:
-        raise SystemExit("give --ckpt (a checkpoint file or a model-zoo name), or --random-init for a smoke test")
-    return DEKRModule(**model_cfg)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -122,31 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.WARNING)
 
     model_cfg = load_section(args.config, "model")
-    data_cfg = dict(load_section(args.config, "data"))
-    if args.data_root:
-        data_cfg["root"] = args.data_root
-    split_key = f"{args.split}_split"
-    if args.val_annotations or args.val_images:
-        split = dict(data_cfg.get(split_key) or {})
-        if args.val_annotations:
-            split["annotations"] = args.val_annotations
-        if args.val_images:
-            split["images"] = args.val_images
-        data_cfg[split_key] = split
-    if data_cfg.get(split_key) is not None and isinstance(data_cfg[split_key], dict):
-        from dekr.data.datamodule import SplitPaths
-
-        data_cfg[split_key] = SplitPaths(**data_cfg[split_key])
-    if args.batch_size:
-        data_cfg["val_batch_size"] = args.batch_size
-    if args.num_workers is not None:
-        data_cfg["num_workers"] = args.num_workers
-        if args.num_workers == 0:
-            data_cfg["persistent_workers"] = False
-    datamodule = DEKRDataModule(**data_cfg)
-
-    module = build_module(args, model_cfg)
-    decode = dict(module.decode_options)
+    decode = dict(model_cfg.get("decode") or {})
     if args.flip is not None:
         decode["flip_test"] = args.flip
     if args.scales:
@@ -156,34 +80,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.input_size:
         decode["input_size"] = args.input_size
     decode.update(parse_decode_overrides(args.decode))
-    module.decode_options = decode
-    if args.backend:
-        module.metric_backend = args.backend
-
-    collector = CollectPredictions()
-    trainer = Trainer(accelerator=args.accelerator, devices=args.devices, precision=args.precision, logger=False,
-                      callbacks=[collector], enable_checkpointing=False, enable_model_summary=False,
-                      limit_val_batches=args.limit, limit_test_batches=args.limit)
-    if args.split == "val":
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        stats = getattr(module, "last_val_metrics", {})
+    if args.ckpt:
+        model: Any = args.ckpt
+    elif args.random_init:
+        model = DEKRModule(**model_cfg)
     else:
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        stats = getattr(module, "last_test_metrics", {})
-    results = collector.gather(trainer)
-    if trainer.is_global_zero:
-        stats = {k.split("/", 1)[1]: v for k, v in stats.items() if k.split("/", 1)[1] != "num_images"}
+        raise SystemExit("give --ckpt (a checkpoint file or a model-zoo name), or --random-init for a smoke test")
+    try:
+        result = evaluate(model, args.config, split=args.split, data_root=args.data_root, decode=decode,
+                          batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
+                          devices=args.devices, precision=args.precision, limit=args.limit,
+                          metric_backend=args.backend, spec=model_cfg.get("spec"),
+                          annotations=args.val_annotations, images=args.val_images)
+    except (ModelLoadError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if result.is_global_zero:
         name = args.name or Path(args.ckpt or "random-init").stem
-        cfg = module.decode_config()
+        cfg = result.decode
         print(f"\n{Path(args.config).stem} {args.split}: flip={cfg.flip_test} scales={list(cfg.scales)} "
               f"rescore={cfg.rescore or 'off'} input={cfg.input_size}")
-        print(format_table(stats, name))
+        print(format_table(result.stats, name))
         out = Path(args.out or f"outputs/{Path(args.config).stem}_{args.split}_results.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results))
-        print(f"{len(results)} poses written to {out}")
-    return stats
-
+        out.write_text(json.dumps(result.results))
+        print(f"{len(result.results)} poses written to {out}")
+    return result.stats
 
 if __name__ == "__main__":
     main()

@@ -216,14 +216,28 @@ def predict_poses(net: Net, images: Sequence[np.ndarray], spec: KeypointSpec, cf
     return results  # type: ignore[return-value]
 
 
-def to_coco_results(preds: Sequence[dict[str, Any]], image_ids: Sequence[int], category_id: int = 1
-                    ) -> list[dict[str, Any]]:
-    """Per-image predictions -> COCO keypoint result dicts (json-ready)."""
+def to_coco_results(preds: Sequence[dict[str, Any]], image_ids: Sequence[int], category_id: int = 1,
+                    track_ids: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """Per-image predictions -> COCO keypoint result dicts (json-ready): the one COCO serialiser.
+
+    Args:
+        preds: per image ``{"keypoints": (P, K, 3), "scores": (P,)}`` (tensors or arrays).
+        image_ids: per image, its COCO id.
+        track_ids: per image, (P,) track ids written as ``track_id`` (video), or None.
+
+    Returns:
+        one dict per pose: ``image_id``, ``category_id``, ``keypoints`` (3K floats, 3 decimals),
+        ``score`` (and ``track_id``).
+    """
     out = []
-    for pred, image_id in zip(preds, image_ids):
+    for n, (pred, image_id) in enumerate(zip(preds, image_ids)):
         kps = torch.as_tensor(pred["keypoints"]).detach().cpu().double().numpy()
         scores = torch.as_tensor(pred["scores"]).detach().cpu().double().numpy()
-        for kp, score in zip(kps, scores):
-            out.append({"image_id": int(image_id), "category_id": category_id,
-                        "keypoints": [round(float(v), 3) for v in kp.reshape(-1)], "score": float(score)})
+        tracks = None if track_ids is None or track_ids[n] is None else np.asarray(track_ids[n]).reshape(-1)
+        for p, (kp, score) in enumerate(zip(kps, scores)):
+            entry = {"image_id": int(image_id), "category_id": category_id,
+                     "keypoints": [round(float(v), 3) for v in kp.reshape(-1)], "score": float(score)}
+            if tracks is not None:
+                entry["track_id"] = int(tracks[p])
+            out.append(entry)
     return out

@@ -180,10 +180,10 @@ def test_video_failing_midway_keeps_the_frames_read(tmp_path, ckpt, capsys):
 
 
 def test_errors_midway_keep_partial_results(tmp_path, ckpt, monkeypatch):
-    import infer
+    from dekr.inference.predictor import Predictor
 
     calls = {"n": 0}
-    real = infer.Predictor.__call__
+    real = Predictor.predict_arrays
 
     def flaky(self, images):
         calls["n"] += 1
@@ -191,7 +191,7 @@ def test_errors_midway_keep_partial_results(tmp_path, ckpt, monkeypatch):
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(self, images)
 
-    monkeypatch.setattr(infer.Predictor, "__call__", flaky)
+    monkeypatch.setattr(Predictor, "predict_arrays", flaky)
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match=r"out of memory.*\(1 processed, results kept"):
         run(ckpt, FIXTURES / "coco", out, "--batch-size", "1")
@@ -203,8 +203,8 @@ def test_errors_midway_keep_partial_results(tmp_path, ckpt, monkeypatch):
 
     calls["n"] = 0
     monkeypatch.setattr(
-        infer.Predictor,
-        "__call__",
+        Predictor,
+        "predict_arrays",
         lambda self, images: flaky(self, images) if calls["n"] < 1 else interrupt(self, images),
     )
     with pytest.raises(SystemExit, match="interrupted.*results kept"):
@@ -257,7 +257,7 @@ def test_cli_on_the_posetrack_video(tmp_path, ckpt):
 
 def test_camera_stream_with_a_fake_device(tmp_path, ckpt, monkeypatch):
     """The camera path (batch 1, wall-clock times, stop at --max-frames) with a stand-in capture."""
-    import infer
+    from dekr.inference import sources
 
     frame = cv2.resize(cv2.imread(str(FRAMES / "000000.jpg")), (192, 128))
     opened = []
@@ -280,7 +280,7 @@ def test_camera_stream_with_a_fake_device(tmp_path, ckpt, monkeypatch):
         def release(self):
             pass
 
-    monkeypatch.setattr(infer.cv2, "VideoCapture", FakeCamera)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCamera)
     out = tmp_path / "cam"
     summary = run(ckpt, "0", out, "--max-frames", "3")
     assert opened == [0] and summary["kind"] == "camera" and summary["processed"] == 3

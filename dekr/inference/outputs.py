@@ -1,0 +1,168 @@
+"""Outputs of an inference run in a folder: drawn images or video, COCO ``results.json`` + ``images.json``.
+
+:func:`write_outputs` consumes the results of ``Predictor.__call__``/``predict_frames``/``stream``
+and writes, as it goes:
+
+* ``images/<name>.jpg`` (images, frame folders) or ``<name>_poses.mp4`` (video, camera);
+* ``results.json``: COCO keypoint results (:func:`dekr.inference.predict.to_coco_results`), with
+  ``track_id`` when tracked;
+* ``images.json``: the COCO ``images`` and ``categories``, so ``COCO(images.json).loadRes(results.json)``
+  works.
+
+An error, a broken video or Ctrl-C keep the results so far (written atomically).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from dekr.data.spec import KeypointSpec
+from dekr.inference.result import PoseResult
+from dekr.inference.sources import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrawOptions:
+    """Attributes:
+    enabled: write drawn images / video at all.
+    kpt_thr: keypoints scoring under this are not drawn (nor their limbs).
+    pose_thr: poses scoring under this are neither drawn nor written to the results.
+    color_by: ``limb`` or ``person`` (default: ``person`` when tracked).
+    show_ids: write the person / track id above each pose.
+    max_poses: draw at most this many poses per image (best first).
+    """
+
+    enabled: bool = True
+    kpt_thr: float = 0.1
+    pose_thr: float = 0.05
+    color_by: str | None = None
+    show_ids: bool = True
+    max_poses: int | None = None
+
+    def draw_kwargs(self) -> dict[str, Any]:
+        return {"kpt_thr": self.kpt_thr, "color_by": self.color_by, "show_ids": self.show_ids,
+                "max_poses": self.max_poses}
+
+
+def coco_category(spec: KeypointSpec) -> dict[str, Any]:
+    """The COCO ``categories`` entry of a keypoint spec (1-based skeleton)."""
+    return {"id": 1, "name": "person", "supercategory": "person", "keypoints": list(spec.keypoint_names),
+            "skeleton": [[a + 1, b + 1] for a, b in spec.skeleton]}
+
+
+class CocoWriter:
+    """COCO results and images collected as a run goes; :meth:`write` is safe to call at any time."""
+
+    def __init__(self, out_dir: Path, spec: KeypointSpec) -> None:
+        self.out_dir, self.spec = Path(out_dir), spec
+        self.results: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+
+    def add(self, result: PoseResult) -> None:
+        self.images.append(result.image_info())
+        self.results.extend(result.to_coco())
+
+    def write(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_json(self.out_dir / "results.json", self.results)
+        _atomic_json(self.out_dir / "images.json", {"images": self.images, "categories": [coco_category(self.spec)]})
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunReport:
+    """What :func:`write_outputs` did: images / frames processed, poses written, problems."""
+
+    processed: int = 0
+    poses: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class _DrawnVideo:
+    """``<name>_poses.mp4``, opened at the first frame (its size)."""
+
+    def __init__(self, path: Path, fps: float, report: RunReport) -> None:
+        self.path, self.fps, self.report = path, fps, report
+        self.writer: cv2.VideoWriter | None = None
+        self.failed = False
+
+    def write(self, image_rgb: Any) -> None:
+        if self.failed:
+            return
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = image_rgb.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self.writer.isOpened():
+                self.report.warnings.append(f"could not open a video writer for {self.path}; no video written")
+                self.failed = True
+                return
+        self.writer.write(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def write_outputs(results: Iterable[PoseResult], source: Any, out_dir: Path, spec: KeypointSpec,
+                  draw: DrawOptions | None = None, progress: bool = True) -> RunReport:
+    """Consume ``results`` (of ``source``, a :mod:`dekr.inference.sources` source) into ``out_dir``.
+
+    Errors (also Ctrl-C) are caught and reported in ``RunReport.error``; what was done until then is
+    written. ``source.skipped`` and ``source.warnings`` end up in the report.
+    """
+    from tqdm import tqdm
+
+    draw = draw or DrawOptions()
+    report = RunReport()
+    writer = CocoWriter(out_dir, spec)
+    is_video = getattr(source, "kind", "") in ("video", "camera")
+    video = _DrawnVideo(out_dir / f"{source.name}_poses.mp4", getattr(source, "fps", 30.0), report)
+    total = getattr(source, "total", None)
+    bar = tqdm(total=total, desc="video" if is_video else "images", unit="frame" if is_video else "img",
+               disable=not progress or (not is_video and (total or 0) < 2), dynamic_ncols=True, file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        for result in results:
+            writer.add(result)
+            if draw.enabled and is_video:
+                video.write(result.draw(**draw.draw_kwargs(), caption=f"frame {result.frame}"))
+            elif draw.enabled:
+                result.save(out_dir / "images" / f"{Path(result.name).stem}.jpg", **draw.draw_kwargs())
+            bar.update()
+    except InputError as err:
+        report.error = str(err)
+    except KeyboardInterrupt:
+        report.error = "interrupted"
+    except Exception as err:  # keep what was done, then report
+        report.error = f"{type(err).__name__}: {err}"
+        log.exception("inference failed")
+    finally:
+        bar.close()
+        video.close()
+        source.close()
+        if writer.images or report.error is None:
+            writer.write()
+    report.seconds = time.perf_counter() - started
+    report.processed, report.poses = len(writer.images), len(writer.results)
+    report.skipped, report.warnings = list(source.skipped), report.warnings + list(source.warnings)
+    return report

@@ -1,0 +1,99 @@
+"""The poses found in one image (or video frame), with drawing, saving, showing and COCO export."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dekr.data.spec import KeypointSpec
+
+
+@dataclass
+class PoseResult:
+    """Poses of one image.
+
+    Attributes:
+        keypoints: (P, K, 3) float32 (x, y, score) in the image's pixels.
+        scores: (P,) pose scores.
+        image: (H, W, 3) uint8 RGB, the image the poses were found in.
+        spec: keypoint spec (names, skeleton).
+        name: file name, ``<video>#<frame>`` for video frames, ``""`` for arrays.
+        image_id: COCO image id (numeric file name, frame index), None for arrays.
+        track_ids: (P,) track ids (video, cameras, frame sequences), else None.
+        frame: frame index in a video / sequence, else None.
+        time: seconds since the first frame, else None.
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    image: np.ndarray
+    spec: KeypointSpec
+    name: str = ""
+    image_id: int | None = None
+    track_ids: np.ndarray | None = None
+    frame: int | None = None
+    time: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def draw(self, kpt_thr: float = 0.1, color_by: str | None = None, show_ids: bool = True,
+             max_poses: int | None = None, caption: str | None = None) -> np.ndarray:
+        """The image with the skeletons drawn, (H, W, 3) uint8 RGB (:func:`dekr.visualize.draw_poses`).
+
+        Args:
+            kpt_thr: keypoints scoring under this are hidden (and their limbs).
+            color_by: ``limb`` or ``person``; default: ``person`` when tracked, else ``limb``.
+            show_ids: write the person / track id above each pose.
+            max_poses: at most this many poses (best first).
+            caption: text on a band at the bottom (e.g. the frame number).
+        """
+        from dekr.visualize import draw_caption, draw_poses
+
+        canvas = draw_poses(self.image, self.keypoints, self.spec.skeleton, scores=self.scores, ids=self.track_ids,
+                            min_score=kpt_thr, color_by=color_by or ("limb" if self.track_ids is None else "person"),
+                            keypoint_names=list(self.spec.keypoint_names), show_ids=show_ids, max_poses=max_poses)
+        return draw_caption(canvas, caption) if caption else canvas
+
+    def save(self, path: str | Path, **draw_options: Any) -> Path:
+        """Write :meth:`draw` to an image file (format from the suffix); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), cv2.cvtColor(self.draw(**draw_options), cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path} (unknown image suffix or unwritable folder?)")
+        return path
+
+    def show(self, window: str = "dekr", wait_ms: int = 0, **draw_options: Any) -> None:
+        """Show :meth:`draw` in an OpenCV window (waits ``wait_ms``, 0: a key press); RuntimeError without
+        a display."""
+        if os.name != "nt" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise RuntimeError("no display here (DISPLAY is not set): use result.save('poses.jpg') or "
+                               "result.draw() instead of result.show()")
+        try:
+            cv2.imshow(window, cv2.cvtColor(self.draw(**draw_options), cv2.COLOR_RGB2BGR))
+            cv2.waitKey(wait_ms)
+        except cv2.error as err:
+            raise RuntimeError(f"cannot open a window ({err}); use result.save(path) instead") from None
+
+    def to_coco(self, image_id: int | None = None, category_id: int = 1) -> list[dict[str, Any]]:
+        """COCO keypoint result dicts, one per pose (with ``track_id`` when tracked)."""
+        from dekr.inference.predict import to_coco_results
+
+        image_id = self.image_id if image_id is None else image_id
+        if image_id is None:
+            raise ValueError("this result has no image id (an array was given): pass to_coco(image_id)")
+        return to_coco_results([{"keypoints": self.keypoints, "scores": self.scores}], [image_id], category_id,
+                               None if self.track_ids is None else [self.track_ids])
+
+    def image_info(self, image_id: int | None = None) -> dict[str, Any]:
+        """The COCO ``images`` entry: id, file name, size (and frame, time for video frames)."""
+        h, w = self.image.shape[:2]
+        info: dict[str, Any] = {"id": self.image_id if image_id is None else image_id, "file_name": self.name,
+                                "width": w, "height": h}
+        if self.frame is not None and self.time is not None:
+            info.update(frame=self.frame, time=round(self.time, 4))
+        return info

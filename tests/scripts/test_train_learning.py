@@ -65,7 +65,11 @@ def overfit_config(root: Path) -> dict:
                          "flip_prob": 0.0, "scale_type": "short"}}}
     return {"data": data,
             "trainer": {"max_epochs": MAX_EPOCHS, "check_val_every_n_epoch": 20},
-            "model": {"optim": {"lr": 0.002, "milestones": [MAX_EPOCHS - 50]},
+            # PyTorch's default init, as this proof was measured with. The official init (N(0, 0.001)
+            # convs) is meant to sit on an ImageNet backbone; on a backbone from scratch it memorises
+            # these images far more slowly (seen: loss 0.0096 -> 0.0050 and AP 0.0 after 60 epochs),
+            # while the demo proof above shows it learning (0.905).
+            "model": {"net": {"init": "pytorch"}, "optim": {"lr": 0.002, "milestones": [MAX_EPOCHS - 50]},
                       "loss": {"offset_factor": 0.1},
                       "decode": {"flip_test": False, "input_size": 256, "match_heatmap": False}}}
 

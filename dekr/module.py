@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from dekr.data.spec import KeypointSpec, load_spec
-from dekr.dataclass_config import dataclass_from_dict
+from dekr.dataclass_config import as_config
 from dekr.losses import LossConfig, dekr_loss
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
@@ -44,17 +44,6 @@ class OptimConfig:
     gamma: float = 0.1
     backbone_lr_mult: float = 1.0
     freeze_backbone: bool = False
-
-
-def _as_config(cls: type, value: Any) -> Any:
-    """Accept a dataclass instance, a dict (checkpoint hparams) or None (defaults)."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        return dataclass_from_dict(cls, value, cls.__name__)
-    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 
 def _rng_states_plain() -> dict[str, Any]:
@@ -138,9 +127,9 @@ class DEKRModule(L.LightningModule):
         metric_backend: str = "faster_coco_eval",
     ) -> None:
         super().__init__()
-        net_cfg = _as_config(DEKRNetConfig, net)
-        self.loss_cfg = _as_config(LossConfig, loss)
-        self.optim_cfg = _as_config(OptimConfig, optim)
+        net_cfg = as_config(DEKRNetConfig, net, "DEKRNetConfig")
+        self.loss_cfg = as_config(LossConfig, loss, "LossConfig")
+        self.optim_cfg = as_config(OptimConfig, optim, "OptimConfig")
         self.spec: KeypointSpec = load_spec(spec)
         if self.spec.num_keypoints != net_cfg.num_keypoints:
             raise ValueError(f"spec {spec!r} has {self.spec.num_keypoints} keypoints but net.num_keypoints="

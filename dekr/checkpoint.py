@@ -35,6 +35,7 @@ from torch import Tensor
 from dekr.convert import CheckpointMismatchError
 from dekr.convert.base import ConvertedCheckpoint
 from dekr.data.spec import KeypointSpec, load_spec
+from dekr.file_publish import publish
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the checkpoint the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

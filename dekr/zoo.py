@@ -44,6 +44,8 @@ from typing import Literal
 
 import filelock
 
+from dekr.file_publish import publish
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -565,11 +567,7 @@ def _download(url: str, dest: Path, zfile: ZooFile, *, label: str, progress: boo
                                         f"{zfile.sha256}; the download was discarded")
             out.flush()
             os.fsync(out.fileno())
-        # mkstemp creates 0600 files; give the download the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dest)
+        publish(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

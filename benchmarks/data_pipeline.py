@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dekr.data.dataset import CocoKeypointDataset, read_image_rgb  # noqa: E402
 from dekr.data.spec import load_spec  # noqa: E402
 from dekr.data.targets import build_targets, build_targets_torch  # noqa: E402
-from dekr.data.transforms import normalize_image  # noqa: E402
+from dekr.data.normalize import normalize_image  # noqa: E402
 
 OFFICIAL_MS = 33.0
 

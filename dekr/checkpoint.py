@@ -48,6 +48,37 @@ class ModelLoadError(ValueError):
     """A checkpoint cannot be loaded, or does not fit the requested keypoint spec."""
 
 
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint to resume from was trained with another architecture or keypoint set."""
+
+
+#: Network fields that change the parameters' shapes: a run resumes only where they agree.
+RESUME_NET_FIELDS = ("backbone", "num_keypoints", "heatmap_channels", "offset_channels_per_keypoint",
+                     "offset_blocks", "offset_block", "disentangled")
+
+
+def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], spec: KeypointSpec) -> None:
+    """Raise :class:`IncompatibleCheckpointError`, naming every differing field, when a checkpoint's
+    ``hyper_parameters`` (``saved``) describe another architecture or keypoint set than the
+    module's (``current``, whose spec is ``spec``). Specs agree when their keypoint names do."""
+    problems = []
+    saved_net, current_net = saved.get("net") or {}, current.get("net") or {}
+    for key in RESUME_NET_FIELDS:
+        if key in saved_net and saved_net[key] != current_net.get(key):
+            problems.append(f"net.{key}: checkpoint {saved_net[key]!r} vs config {current_net.get(key)!r}")
+    if "spec" in saved and str(saved["spec"]) != str(current.get("spec")):
+        try:
+            same = load_spec(saved["spec"]).keypoint_names == spec.keypoint_names
+        except (FileNotFoundError, ValueError):
+            same = False
+        if not same:
+            problems.append(f"spec: checkpoint {saved['spec']!r} vs config {current.get('spec')!r}")
+    if problems:
+        raise IncompatibleCheckpointError(
+            "the checkpoint does not fit the configured model:\n  " + "\n  ".join(problems)
+            + "\n(to start a new run from its weights, use model.init_from=CHECKPOINT instead of --ckpt_path)")
+
+
 @dataclass
 class LoadedModel:
     """A network ready for inference and what is needed to use it as its authors did.
@@ -56,8 +87,10 @@ class LoadedModel:
         net: the DEKR network, eval mode, on CPU (or an ``OnnxPoseNet`` for ``.onnx`` files,
             callable with the same signature).
         spec: its keypoint spec.
-        decode: :class:`dekr.inference.DecodeConfig` fields recorded with the model or needed by
-            its format (e.g. SuperGradients' BGR letterboxed input).
+        decode: the :class:`dekr.inference.DecodeConfig` fields the model sets explicitly (never
+            defaults): recorded with it, needed by its format (e.g. SuperGradients' BGR letterboxed
+            input), or the input size of its run config; merged by
+            :func:`dekr.inference.config.resolve_decode` as :attr:`decode_layer`.
         format: ``ours``, ``official``, ``mmpose``, ``supergradients`` or ``onnx``.
         rescore: the rescoring net the checkpoint carries (MMPose, SuperGradients), else None.
         source: the path or zoo name it was loaded from.
@@ -69,6 +102,11 @@ class LoadedModel:
     format: str = "ours"
     rescore: Any = None
     source: str = ""
+
+    @property
+    def decode_layer(self) -> tuple[str, dict[str, Any]]:
+        """``decode`` as a layer of :func:`dekr.inference.config.resolve_decode`, named for errors."""
+        return f"the decode options of {self.source or 'the checkpoint'} ({self.format})", self.decode
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -123,9 +161,7 @@ def _convert_ours(raw: Mapping[str, Any]) -> tuple[ConvertedCheckpoint, str | No
     net = dict(hparams.get("net") or {})
     net["pretrained_backbone"] = False  # the checkpoint holds the backbone
     config = DEKRNetConfig.from_dict(net)
-    # "_forward_net._orig_mod.": checkpoints of compiled runs written before the compile alias left the registry
-    state = {k.removeprefix("_forward_net._orig_mod."): v for k, v in raw["state_dict"].items()}
-    net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    net_state = {k.removeprefix("net."): v for k, v in raw["state_dict"].items() if k.startswith("net.")}
     decode = dict(hparams.get("decode") or {})
     # A converted zoo checkpoint keeps the rescoring net of its source next to the network.
     rescore = raw.get("rescore_state")
@@ -199,18 +235,15 @@ def build_net(config: DEKRNetConfig, state: Mapping[str, Tensor], where: str) ->
     return net.eval()
 
 
-def _rescore_net(state: Mapping[str, Tensor] | None, spec: KeypointSpec, where: str) -> Any:
+def _rescore_net(state: Mapping[str, Tensor] | None, spec: KeypointSpec, where: str, own_spec: str | None) -> Any:
+    """The rescoring net a checkpoint carries, checked to fit ``spec`` (it was trained for the
+    checkpoint's own spec, ``own_spec``)."""
     if state is None:
         return None
-    from dekr.inference.rescore import RescoreNet, num_features
+    from dekr.inference.rescore import rescore_net_from_state, trained_skeleton
 
-    in_features, hidden = state["l1.weight"].shape[1], state["l1.weight"].shape[0]
-    if spec.rescore_limbs and in_features != num_features(spec):
-        raise ModelLoadError(f"{where}: its rescoring net takes {in_features} features, spec {spec.name!r} gives "
-                             f"{num_features(spec)}")
-    net = RescoreNet(in_features, hidden)
-    net.load_state_dict(dict(state), strict=True)
-    return net.eval()
+    trained_for = trained_skeleton(load_spec(own_spec)) if own_spec else None
+    return rescore_net_from_state(dict(state), spec, f"carried by {where}", trained_for)
 
 
 def _onnx_model(path: Path, spec: str | KeypointSpec | None) -> LoadedModel:
@@ -245,7 +278,8 @@ def load_checkpoint(source: str | Path, spec: str | KeypointSpec | None = None) 
         converted.decode["input_size"] = size  # as in validation: the data's input size is the test size
     chosen = _resolve_spec(recorded_spec, converted.net_config.num_keypoints, spec, str(path))
     net = build_net(converted.net_config, converted.state_dict, str(path))
-    rescore = _rescore_net(converted.rescore_state, chosen, str(path))
+    own_spec = recorded_spec or SPEC_BY_NUM_KEYPOINTS.get(converted.net_config.num_keypoints)
+    rescore = _rescore_net(converted.rescore_state, chosen, str(path), own_spec)
     log.info("loaded %s (%s checkpoint, %s, spec %s)", name, converted.format, converted.net_config.backbone,
              chosen.name)
     return LoadedModel(net, chosen, dict(converted.decode), converted.format, rescore, name)

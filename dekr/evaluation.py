@@ -19,6 +19,7 @@ from lightning.pytorch import Callback, Trainer
 
 from dekr.data.datamodule import DEKRDataModule
 from dekr.inference import DecodeConfig, to_coco_results
+from dekr.inference.config import merge_decode_options
 from dekr.module import DEKRModule
 
 
@@ -29,18 +30,18 @@ class CollectPredictions(Callback):
         self.results: list[dict[str, Any]] = []
         self.image_ids: list[int] = []
 
-    def _collect(self, outputs: Any) -> None:
+    def _collect(self, outputs: Any, spec: Any) -> None:
         if not outputs:
             return
         ids = [o["image_id"] for o in outputs]
         self.image_ids.extend(ids)
-        self.results.extend(to_coco_results(outputs, ids))
+        self.results.extend(to_coco_results(outputs, ids, spec.pooled_category_id))
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._collect(outputs)
+        self._collect(outputs, pl_module.spec)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._collect(outputs)
+        self._collect(outputs, pl_module.spec)
 
     def gather(self, trainer: Trainer) -> list[dict[str, Any]]:
         parts = [(self.image_ids, self.results)]
@@ -115,7 +116,8 @@ def evaluate(model: DEKRModule | str | Path, data: DEKRDataModule | str | Path |
         split: ``val`` or ``test``.
         data_root: overrides the data's ``root``.
         decode: :class:`DecodeConfig` fields over the model's (``flip_test``, ``scales``, ``rescore``,
-            ``input_size``, ...); the defaults are the official test values for the spec.
+            ``input_size``, ...), for this evaluation only; the order of the layers:
+            :mod:`dekr.inference.config`.
         batch_size, num_workers: evaluation loader settings.
         accelerator, devices, precision, limit: the Trainer's (``limit``: batches per rank, smoke tests).
         metric_backend: ``faster_coco_eval`` or ``pycocotools`` (same numbers).
@@ -137,20 +139,27 @@ def evaluate(model: DEKRModule | str | Path, data: DEKRDataModule | str | Path |
     datamodule = _datamodule(data, data_root, overrides)
     if not isinstance(model, DEKRModule):
         model = DEKRModule.from_checkpoint(str(model), spec=spec)
-    model.decode_options = {**model.decode_options, **(decode or {})}
+    model_decode = model.decode_options
+    # Checked before any data is read; the caller's module gets its own options back afterwards.
+    model.decode_options = merge_decode_options(("the model's decode options", model_decode),
+                                                ("evaluate(decode=...)", decode))
     if metric_backend:
         model.metric_backend = metric_backend
     collector = CollectPredictions()
     trainer = Trainer(accelerator=accelerator, devices=devices, precision=precision, logger=False,
                       callbacks=[collector], enable_checkpointing=False, enable_model_summary=False,
                       enable_progress_bar=False, limit_val_batches=limit, limit_test_batches=limit)
-    if split == "val":
-        trainer.validate(model, datamodule=datamodule, verbose=False)
-    else:
-        trainer.test(model, datamodule=datamodule, verbose=False)
+    try:
+        if split == "val":
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+        else:
+            trainer.test(model, datamodule=datamodule, verbose=False)
+        used = model.decode_config()
+    finally:
+        model.decode_options = model_decode
     metrics = getattr(model, f"last_{split}_metrics", {})
     stats = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.split("/", 1)[1] != "num_images"}
-    return Evaluation(stats, collector.gather(trainer), model.decode_config(), trainer.is_global_zero)
+    return Evaluation(stats, collector.gather(trainer), used, trainer.is_global_zero)
 
 
 __all__ = ["CollectPredictions", "Evaluation", "evaluate"]

@@ -6,7 +6,8 @@ the normal decoder.
   height and width. The adaptive convolution is exported through its pure-PyTorch path
   (``grid_sample`` -> ONNX ``GridSample``, opset >= 16): a network trained with
   ``adaptive_backend: torchvision`` shares the weights and is switched to it for export.
-  The keypoint spec and decode defaults travel in the ONNX metadata.
+  The keypoint spec and the model's own decode options (the fields its checkpoint sets, not the
+  defaults, which :class:`dekr.inference.DecodeConfig` holds) travel in the ONNX metadata.
 * :class:`OnnxPoseNet` wraps an ONNX file (onnxruntime) as a callable with the network's
   signature, so :func:`dekr.inference.predict_poses` decodes its outputs exactly as PyTorch's.
 """
@@ -63,7 +64,9 @@ def exportable(net: DEKRNet) -> nn.Module:
 
 
 def spec_metadata(spec: KeypointSpec, decode: dict[str, Any] | None = None, **extra: Any) -> dict[str, str]:
-    """ONNX metadata: the keypoint spec (everything decoding needs) and the decode defaults."""
+    """ONNX metadata: the keypoint spec (everything decoding needs) and ``decode``, the decode options
+    the model sets explicitly (:attr:`dekr.checkpoint.LoadedModel.decode`; layer 3 of
+    :mod:`dekr.inference.config`)."""
     spec_dict = {k: v for k, v in asdict(spec).items() if k != "extra"}
     meta = {
         "dekr.spec": json.dumps(spec_dict),
@@ -158,7 +161,8 @@ class OnnxPoseNet:
     """An exported ONNX model as a network callable: ``(N, 3, H, W)`` tensor -> ``(heatmaps, offsets)``.
 
     Pass it to :func:`dekr.inference.predict_poses` like a PyTorch network; ``spec`` and
-    ``decode`` come from the model's metadata.
+    ``decode`` (the options the exported model set, over :class:`dekr.inference.DecodeConfig`'s
+    defaults) come from the model's metadata.
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None) -> None:
@@ -183,7 +187,13 @@ class OnnxPoseNet:
 
     @property
     def decode(self) -> dict[str, Any]:
-        return json.loads(self.metadata.get("dekr.decode", "{}"))
+        try:
+            options = json.loads(self.metadata.get("dekr.decode", "{}"))
+        except json.JSONDecodeError as err:
+            raise ModelLoadError(f"{self.path}: its dekr.decode metadata is not JSON ({err})") from None
+        if not isinstance(options, dict):
+            raise ModelLoadError(f"{self.path}: its dekr.decode metadata must be a mapping, got {options!r}")
+        return options
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         heatmaps, offsets = self.session.run(

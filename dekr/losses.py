@@ -1,4 +1,4 @@
-"""DEKR training losses (official semantics, see shared/docs/dekr_recipe.md)."""
+"""DEKR training losses, with the official semantics (weighted heatmap MSE, area-normalised offset smooth L1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -46,44 +46,6 @@ class OptimConfig:
     freeze_backbone: bool = False
 
 
-def _rng_states_plain() -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA) RNG states as tensors and plain types (weights_only-loadable)."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    states: dict[str, Any] = {
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["torch.cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states_plain(states: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
-    if "python" in states:
-        version, internal, gauss = states["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in states:
-        kind, keys, pos, has_gauss, cached = states["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    if "torch.cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["torch.cuda"])
-
-
-class IncompatibleCheckpointError(ValueError):
-    """A checkpoint to resume from was trained with another architecture or keypoint set."""
-
-
 class DEKRModule(L.LightningModule):
     """DEKR for training, evaluation and inference.
 
@@ -110,7 +72,10 @@ class DEKRModule(L.LightningModule):
             keypoint heads are remapped by keypoint name. See :mod:`dekr.finetune`.
         init_from_spec: keypoint spec of an official ``init_from`` file (default: ``coco`` for 17
             keypoints, ``crowdpose`` for 14); ignored for our checkpoints, which record it.
-        compile: ``torch.compile`` the network (training and evaluation forward passes).
+        compile: compile the network in place with ``nn.Module.compile`` (training and evaluation
+            forward passes; parameter names and checkpoints unchanged).
+        compile_options: keyword arguments of ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``,
+            or ``{"backend": "aot_eager"}`` to check graph capture without code generation).
         metric_backend: OKS-AP backend, ``faster_coco_eval`` or ``pycocotools`` (same numbers).
     """
 
@@ -124,6 +89,7 @@ class DEKRModule(L.LightningModule):
         init_from: str | None = None,
         init_from_spec: str | None = None,
         compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
         metric_backend: str = "faster_coco_eval",
     ) -> None:
         super().__init__()
@@ -134,23 +100,23 @@ class DEKRModule(L.LightningModule):
         if self.spec.num_keypoints != net_cfg.num_keypoints:
             raise ValueError(f"spec {spec!r} has {self.spec.num_keypoints} keypoints but net.num_keypoints="
                              f"{net_cfg.num_keypoints}; set net.num_keypoints to match the dataset")
-        self.decode_options = dict(decode or {})
+        from dekr.inference.config import merge_decode_options
+
+        self.decode_options = merge_decode_options(("model.decode", decode))  # checked now, not at validation
         self.init_from = init_from
         self.init_from_spec = init_from_spec
-        self.compile_net = compile
+        self.compile_options = dict(compile_options or {}) if compile else None
         self.metric_backend = metric_backend
         # Plain dicts in the checkpoint: loadable with torch.load(weights_only=True).
         self.save_hyperparameters({"net": asdict(net_cfg), "spec": spec, "loss": asdict(self.loss_cfg),
                                    "optim": asdict(self.optim_cfg), "decode": self.decode_options,
                                    "init_from": init_from, "init_from_spec": init_from_spec,
-                                   "compile": compile, "metric_backend": metric_backend})
+                                   "compile": compile, "compile_options": compile_options,
+                                   "metric_backend": metric_backend})
         # The ImageNet backbone is loaded when a fit starts from scratch (on_fit_start), not here:
         # a module rebuilt to evaluate, export or resume a checkpoint never needs (or downloads) it.
         self.net = DEKRNet(replace(net_cfg, pretrained_backbone=False))
         self.pretrained_backbone = net_cfg.pretrained_backbone
-        # The callable used for forward passes: ``self.net`` or its torch.compile wrapper. Kept
-        # out of the module registry, so that state dicts hold each tensor once, under ``net.``.
-        self.__dict__["_forward_net"] = self.net
         if self.optim_cfg.freeze_backbone:
             self.net.backbone.requires_grad_(False)
         self.val_metric: Any = None
@@ -160,12 +126,11 @@ class DEKRModule(L.LightningModule):
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(N, 3, H, W) normalised RGB -> heatmaps (N, K+1, H/4, W/4), offsets (N, 2K, H/4, W/4)."""
-        return self._forward_net(images)
+        return self.net(images)
 
     def configure_model(self) -> None:
-        if self.compile_net and self._forward_net is self.net:
-            # Compile a view of the same parameters; the state dict keys stay ``net.*``.
-            self.__dict__["_forward_net"] = torch.compile(self.net)
+        if self.compile_options is not None and self.net._compiled_call_impl is None:
+            self.net.compile(**self.compile_options)
 
     def train(self, mode: bool = True) -> "DEKRModule":
         super().train(mode)
@@ -268,15 +233,15 @@ class DEKRModule(L.LightningModule):
             metric.reset()
 
     def decode_config(self) -> Any:
-        """The ``DecodeConfig`` for validation/test: the official test values for the spec, the
-        data's input size (unless ``decode`` sets one), then the ``decode`` options."""
-        from dekr.inference.config import DecodeConfig
+        """The ``DecodeConfig`` for validation/test (:func:`dekr.inference.config.resolve_decode`):
+        the official test values for the spec, the data's input size (unless ``decode`` sets one),
+        then the ``decode`` options."""
+        from dekr.inference.config import resolve_decode
 
-        options = dict(self.decode_options)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if "input_size" not in options and getattr(datamodule, "input_size", None):
-            options["input_size"] = int(datamodule.input_size)
-        return DecodeConfig.for_dataset(self.spec, **options)
+        size = getattr(datamodule, "input_size", None)
+        data = {"input_size": int(size)} if size and "input_size" not in self.decode_options else {}
+        return resolve_decode(self.spec, ("data.input_size", data), ("model.decode", self.decode_options))
 
     def predict_batch_poses(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """Decode the poses of an evaluation batch: one dict per image with ``image_id``,
@@ -290,7 +255,7 @@ class DEKRModule(L.LightningModule):
                 cfg = self.decode_config()
                 # a checkpoint's own rescoring net (from_checkpoint), unless decode.rescore names a file
                 carried = None if cfg.rescore else self.__dict__.get("carried_rescore")
-                poses = predict_poses(self._forward_net, batch["image"], self.spec, cfg, rescore_net=carried)
+                poses = predict_poses(self.net, batch["image"], self.spec, cfg, rescore_net=carried)
         finally:
             self.net.train(was_training)
         out = []
@@ -322,67 +287,41 @@ class DEKRModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         return self.predict_batch_poses(batch)
 
-    def _log_metric(self, metric: Any, prefix: str) -> dict[str, float]:
-        if metric is None:
-            return {}
+    def _log_metric(self, metric: Any, prefix: str) -> None:
+        """Log the metric's AP/AR figures (``trainer.validate``/``test`` return them) and reset it."""
         # Gather the list states of every rank once (torchmetrics sync), evaluate, un-sync.
         with metric.sync_context(should_sync=self.trainer.world_size > 1 if self._trainer else False):
             stats = metric.compute_with(metric.backend_name)
             _, seen = metric.results()
         values = {f"{prefix}/{k}": float(v) for k, v in stats.items()}
         values[f"{prefix}/num_images"] = float(len(seen))
-        result = dict(values)
         # Every rank holds the same gathered value: no sync_dist (AP is not an average).
         ap_key = f"{prefix}/AP"
         self.log(ap_key, values.pop(ap_key), prog_bar=True)
         self.log_dict(values, prog_bar=False)
         metric.reset()
-        return result
 
     def on_validation_epoch_start(self) -> None:
         self._reset_metric(self.val_metric)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_metric is not None and self.val_metric.update_count:
-            self.last_val_metrics = self._log_metric(self.val_metric, "val")
+            self._log_metric(self.val_metric, "val")
 
     def on_test_epoch_start(self) -> None:
         self._reset_metric(self.test_metric)
 
     def on_test_epoch_end(self) -> None:
         if self.test_metric is not None and self.test_metric.update_count:
-            self.last_test_metrics = self._log_metric(self.test_metric, "test")
+            self._log_metric(self.test_metric, "test")
 
     # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning saves model, optimizer, scheduler, loops and callbacks; the RNG states make a
-        # resumed run draw the same shuffles and augmentations as an uninterrupted one.
-        checkpoint["rng_states"] = _rng_states_plain()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse, with the differing fields named, to resume from another architecture / spec;
-        restore the RNG states saved with the checkpoint."""
-        saved = checkpoint.get("hyper_parameters", {})
-        mine = dict(self.hparams)
-        problems = []
-        saved_net, my_net = saved.get("net", {}) or {}, mine.get("net", {})
-        for key in ("backbone", "num_keypoints", "heatmap_channels", "offset_channels_per_keypoint",
-                    "offset_blocks", "offset_block", "disentangled"):
-            if key in saved_net and saved_net[key] != my_net.get(key):
-                problems.append(f"net.{key}: checkpoint {saved_net[key]!r} vs config {my_net.get(key)!r}")
-        if "spec" in saved and str(saved["spec"]) != str(mine.get("spec")):
-            try:
-                same = load_spec(saved["spec"]).keypoint_names == self.spec.keypoint_names
-            except (FileNotFoundError, ValueError):
-                same = False
-            if not same:
-                problems.append(f"spec: checkpoint {saved['spec']!r} vs config {mine.get('spec')!r}")
-        if problems:
-            raise IncompatibleCheckpointError(
-                "the checkpoint does not fit the configured model:\n  " + "\n  ".join(problems)
-                + "\n(to start a new run from its weights, use model.init_from=CHECKPOINT instead of --ckpt_path)")
-        if "rng_states" in checkpoint and self._trainer is not None:
-            _set_rng_states_plain(checkpoint["rng_states"])
+        """Refuse, with the differing fields named, to resume from another architecture or spec
+        (Lightning calls this before it loads the weights)."""
+        from dekr.checkpoint import check_resume_compatible
+
+        check_resume_compatible(checkpoint.get("hyper_parameters", {}), dict(self.hparams), self.spec)
 
     @classmethod
     def from_checkpoint(cls, source: str, spec: str | None = None, **kwargs: Any) -> "DEKRModule":
@@ -392,9 +331,11 @@ class DEKRModule(L.LightningModule):
         ``kwargs`` set the other arguments of :meth:`__init__` (``decode`` is merged over the
         checkpoint's)."""
         from dekr.checkpoint import load_checkpoint
+        from dekr.inference.config import merge_decode_options
 
         loaded = load_checkpoint(source, spec=spec)
-        decode = {**loaded.decode, **(kwargs.pop("decode", None) or {})}
+        user = ("from_checkpoint(decode=...)", kwargs.pop("decode", None))
+        decode = merge_decode_options(loaded.decode_layer, user)
         kwargs.pop("net", None)
         module = cls(net=loaded.net.config.to_dict(), spec=spec or loaded.spec.name, decode=decode, **kwargs)
         module.net.load_state_dict(loaded.net.state_dict())

@@ -11,16 +11,13 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dekr.inference.preprocess import to_input_tensor  # noqa: E402
 from dekr.models.dekr import DEKRNet, DEKRNetConfig  # noqa: E402
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def main() -> None:
@@ -34,7 +31,7 @@ def main() -> None:
     if bgr is None:
         sys.exit(f"error: cannot read image {args.image}")
     rgb = cv2.cvtColor(cv2.resize(bgr, (args.size, args.size)), cv2.COLOR_BGR2RGB)
-    images = torch.from_numpy((rgb.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)[None]
+    images = to_input_tensor([rgb], "cpu")  # the library's ImageNet normalisation, (1, 3, size, size)
 
     net = DEKRNet(DEKRNetConfig(backbone=args.backbone)).eval()
     n_params = sum(p.numel() for p in net.parameters())

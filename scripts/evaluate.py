@@ -8,8 +8,8 @@
 
 Runs ``Trainer.validate`` (or ``test`` for ``--split test``), so ``--devices N`` evaluates on N GPUs
 (DDP; the OKS-AP metric gathers and de-duplicates the predictions of every rank). The decoding
-options default to the official test values for the dataset; ``--flip/--no-flip``, ``--scales``,
-``--rescore``, ``--decode key=value`` override them.
+options: the checkpoint's, then the config's ``model.decode``, then ``--flip/--no-flip``, ``--scales``,
+``--rescore``, ``--input-size``, then ``--decode key=value`` (the order of :mod:`dekr.inference.config`).
 """
 from __future__ import annotations
 
@@ -20,25 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.checkpoint import ModelLoadError
 from dekr.config import load_section
+from dekr.dataclass_config import ConfigError, parse_key_values
 from dekr.evaluation import evaluate
+from dekr.inference.config import merge_decode_options
 from dekr.metrics.oks_ap import format_table
 from dekr.module import DEKRModule
-
-
-def parse_decode_overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--decode expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -70,16 +60,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.WARNING)
 
     model_cfg = load_section(args.config, "model")
-    decode = dict(model_cfg.get("decode") or {})
-    if args.flip is not None:
-        decode["flip_test"] = args.flip
-    if args.scales:
-        decode["scales"] = tuple(args.scales)
-    if args.rescore:
-        decode["rescore"] = args.rescore
-    if args.input_size:
-        decode["input_size"] = args.input_size
-    decode.update(parse_decode_overrides(args.decode))
+    flags = {"flip_test": args.flip, "scales": args.scales and tuple(args.scales), "rescore": args.rescore,
+             "input_size": args.input_size}
+    try:
+        decode = merge_decode_options((f"{args.config}: model.decode", model_cfg.get("decode")),
+                                      ("--flip/--scales/--rescore/--input-size",
+                                       {k: v for k, v in flags.items() if v is not None}),
+                                      ("--decode", parse_key_values(args.decode, "--decode")))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     if args.ckpt:
         model: Any = args.ckpt
     elif args.random_init:
@@ -92,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                           devices=args.devices, precision=args.precision, limit=args.limit,
                           metric_backend=args.backend, spec=model_cfg.get("spec"),
                           annotations=args.val_annotations, images=args.val_images)
-    except (ModelLoadError, FileNotFoundError) as err:
+    except (ModelLoadError, ConfigError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     if result.is_global_zero:
         name = args.name or Path(args.ckpt or "random-init").stem

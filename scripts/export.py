@@ -9,9 +9,9 @@
 ``--ckpt`` takes our Lightning checkpoints and official DEKR ``.pth`` files (converted on the fly;
 the variant is recognised from the tensor shapes, ``--config`` overrides). The ONNX model has
 dynamic batch, height and width (multiples of 32) unless ``--static``; the keypoint spec and the
-decode defaults are stored in its metadata. After export the model is run with onnxruntime at the
-export size and at a second size, and compared with PyTorch (relative error printed; the script
-fails above ``--tolerance``).
+checkpoint's decode options are stored in its metadata. After export the model is run with
+onnxruntime at the export size and at a second size, and compared with PyTorch (relative error
+printed; the script fails above ``--tolerance``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.checkpoint import ModelLoadError, load_checkpoint  # noqa: E402
+from dekr.dataclass_config import ConfigError  # noqa: E402
 from dekr.export import OnnxPoseNet, export_onnx, export_torchscript, spec_metadata, verify_export  # noqa: E402
+from dekr.inference.config import resolve_decode  # noqa: E402
 
 
 def check_shapes(height: int, width: int, batch: int, dynamic: bool) -> list[tuple[int, int, int, int]]:
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         nargs=2,
         metavar=("H", "W"),
         default=None,
-        help="example input size, multiples of 32 (default: the decode input size, square)",
+        help="example input size, multiples of 32 (default: the model's decode input size, square)",
     )
     parser.add_argument("--batch", type=int, default=1, help="example batch size")
     parser.add_argument("--static", action="store_true", help="fixed batch and size instead of dynamic axes")
@@ -68,9 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         model = load_checkpoint(args.ckpt, spec=args.spec)
-    except (ModelLoadError, FileNotFoundError) as err:
+        size = resolve_decode(model.spec, model.decode_layer).input_size
+    except (ModelLoadError, ConfigError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
-    size = int(model.decode.get("input_size", 512))
     height, width = args.input_size or (size, size)
     if height % 32 or width % 32:
         raise SystemExit(f"error: --input-size must be multiples of 32, got {height} {width}")

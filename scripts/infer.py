@@ -32,16 +32,6 @@ SECTIONS = {"decode": "DecodeConfig overrides", "smoothing": "One Euro options (
             "draw": "drawing options (kpt_thr, pose_thr, color_by, ...)"}
 
 
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"error: --{what} expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def load_sections(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The ``--infer-config`` sections (each a dict, empty when absent)."""
     data: dict[str, Any] = {}
@@ -64,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (default outputs/infer/<input name>)")
     p.add_argument("--spec", help="keypoint spec you expect (error if the checkpoint is for another)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, default=8, help="images / frames per forward pass")
+    p.add_argument("--batch-size", type=int, help="images / frames per forward pass (default: decode.batch_size)")
     p.add_argument("--input-size", type=int, help="test input size (short side, multiple of 64)")
     flip = p.add_mutually_exclusive_group()
     flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip test (official)")
@@ -88,7 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from dekr.checkpoint import ModelLoadError
-    from dekr.dataclass_config import dataclass_from_dict
+    from dekr.dataclass_config import dataclass_from_layers, parse_key_values
+    from dekr.inference.config import merge_decode_options
     from dekr.inference.outputs import DrawOptions, write_outputs
     from dekr.inference.predictor import load
     from dekr.inference.smoothing import SmoothingConfig
@@ -101,15 +92,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     files = load_sections(args)
     flags = {"draw": {"kpt_thr": args.kpt_thr, "pose_thr": args.pose_thr, "color_by": args.color_by},
              "decode": {"input_size": args.input_size, "flip_test": args.flip,
-                        "scales": args.scales and tuple(args.scales)}}
-    sections = {s: {**files[s], **{k: v for k, v in flags.get(s, {}).items() if v is not None},
-                    **parse_kv(getattr(args, s), s)} for s in SECTIONS}
+                        "scales": args.scales and tuple(args.scales), "batch_size": args.batch_size}}
     try:
+        layers = {s: [(f"{args.infer_config}: {s}", files[s]),
+                      (f"the {s} flags", {k: v for k, v in flags.get(s, {}).items() if v is not None}),
+                      (f"--{s}", parse_key_values(getattr(args, s), f"--{s}"))] for s in SECTIONS}
         source = open_source(args.input, args.sequence, args.fps, args.max_frames)
-        draw = dataclass_from_dict(DrawOptions, sections["draw"], "draw")
-        smoothing = SmoothingConfig.from_dict(sections["smoothing"])
-        tracking = TrackingConfig.from_dict(sections["tracking"])
-        predictor = load(args.ckpt, args.device, args.spec, **{**sections["decode"], "batch_size": args.batch_size})
+        draw = dataclass_from_layers(DrawOptions, layers["draw"], "draw")
+        smoothing = dataclass_from_layers(SmoothingConfig, layers["smoothing"], "smoothing")
+        tracking = dataclass_from_layers(TrackingConfig, layers["tracking"], "tracking")
+        predictor = load(args.ckpt, args.device, args.spec, **merge_decode_options(*layers["decode"]))
     except (InputError, ModelLoadError, FileNotFoundError, ValueError, TypeError) as err:
         raise SystemExit(f"error: {err}") from None
     print(f"model: {predictor}")

@@ -12,7 +12,10 @@ Writes to ``--out`` (default ``docs/figures/``):
 * ``demo_predictions.png`` (with ``--ckpt``): the model's predictions on synthetic validation
   images (the demo's data), next to the ground truth;
 * ``training_curve.png`` (with ``--metrics``): training loss and validation OKS-AP per epoch, from
-  the ``metrics.json`` of ``scripts/train.py`` (its ``history``) or a Lightning ``metrics.csv``.
+  the ``metrics.json`` of ``scripts/train.py`` (its ``history``) or a Lightning ``metrics.csv``;
+* ``ap10k_predictions.jpg`` (with ``--ap10k-ckpt``): a model of the AP-10K skeleton (README "Your own
+  keypoints") on an AP-10K image (``tests/fixtures/ap10k``, 000000037516.jpg, MIT licence), its
+  predictions next to the ground truth, drawn with the spec's skeleton and sides.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from dekr.visualize import draw_poses  # noqa: E402
 SAMPLE_IMAGE = ROOT / "tests/fixtures/coco_minicoco/images/train2017/000000444294.jpg"
 SAMPLE_ANNOTATIONS = ROOT / "tests/fixtures/coco_minicoco/annotations/person_keypoints_train2017.json"
 SAMPLE_CREDIT = "COCO 444294, Flickr, CC BY 2.0"
+AP10K_IMAGE = ROOT / "tests/fixtures/ap10k/000000037516.jpg"
+AP10K_ANNOTATIONS = ROOT / "tests/fixtures/ap10k/test_ap10k.json"
+AP10K_CREDIT = "AP-10K 37516, MIT licence"
 LOSS_KEYS = ("train/epoch_loss", "train/loss_epoch", "train/loss")
 AP_KEYS = ("val/AP",)
 
@@ -75,7 +81,7 @@ def sample_poses(out: Path, max_width: int = 480) -> Path:
     kps[..., 2] = (kps[..., 2] > 0).astype(np.float64)
     image = read_image_rgb(SAMPLE_IMAGE)
     drawn = draw_poses(
-        image, kps, spec.skeleton, ids=np.arange(len(kps)), keypoint_names=spec.keypoint_names, min_score=0.5
+        image, kps, spec.skeleton, ids=np.arange(len(kps)), flip_pairs=spec.flip_pairs, min_score=0.5
     )
     return save_png(out / "sample_poses.png", caption(drawn, f"ground truth; {SAMPLE_CREDIT}"), max_width)
 
@@ -85,29 +91,21 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
     bottom row: ground truth)."""
     from dekr.config import load_section
     from dekr.data.synthetic import SyntheticConfig, annotate_scene, render_scene
-    from dekr.checkpoint import load_checkpoint
-    from dekr.inference import DecodeConfig, predict_poses
+    from dekr.dataclass_config import as_config
+    from dekr.inference.predictor import load
 
-    model = load_checkpoint(ckpt)
     data = load_section("demo.yaml", "data")
-    syn_cfg = SyntheticConfig(
-        **{
-            k: v
-            for k, v in (data.get("synthetic") or {}).items()
-            if k in SyntheticConfig.__dataclass_fields__
-        }
-    )
-    size = input_size or int(data.get("input_size", 128))
-    cfg = DecodeConfig.for_dataset(model.spec, **{**model.decode, "input_size": size})
+    syn_cfg = as_config(SyntheticConfig, data.get("synthetic"), "demo.yaml: data.synthetic")
+    size = input_size or data.get("input_size")
+    model = load(ckpt, device="cpu", **({"input_size": size} if size else {}))
     images, truths = [], []
     for index in range(num_images):
         images.append(render_scene(syn_cfg.seed, "val", index, syn_cfg))
         _, anns = annotate_scene(syn_cfg.seed, "val", index, syn_cfg, image_id=index + 1, first_ann_id=1)
         truths.append(_truth_keypoints(anns))
-    preds = predict_poses(model.net.eval(), images, model.spec, cfg)
+    preds = model.predict_arrays(images)
     top, bottom = [], []
-    for image, pred, truth in zip(images, preds, truths):
-        kps, scores = pred["keypoints"].numpy(), pred["scores"].numpy()
+    for image, (kps, scores), truth in zip(images, preds, truths):
         best = scores >= max(0.05, scores.max() * 0.5) if len(scores) else scores.astype(bool)
         top.append(
             draw_poses(
@@ -116,7 +114,7 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
                 model.spec.skeleton,
                 scores=scores[best],
                 min_score=0.05,
-                keypoint_names=model.spec.keypoint_names,
+                flip_pairs=model.spec.flip_pairs,
                 thickness=1,
                 show_ids=False,
             )
@@ -127,7 +125,7 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
                 truth,
                 model.spec.skeleton,
                 min_score=0.5,
-                keypoint_names=model.spec.keypoint_names,
+                flip_pairs=model.spec.flip_pairs,
                 thickness=1,
                 show_ids=False,
             )
@@ -156,6 +154,32 @@ def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int
         cv2.LINE_AA,
     )
     return save_png(out / "demo_predictions.png", grid, 1400)
+
+
+def ap10k_predictions(ckpt: Path, out: Path, width: int = 400) -> Path:
+    """The best pose ``ckpt`` predicts on the AP-10K image (left) and its ground truth (right),
+    drawn with the checkpoint's spec (skeleton, sides from the flip pairs); a small JPEG."""
+    from dekr.data.dataset import read_image_rgb
+    from dekr.inference.predictor import load
+
+    model = load(ckpt, device="cpu")
+    image = read_image_rgb(AP10K_IMAGE)
+    gt = json.loads(AP10K_ANNOTATIONS.read_text())
+    truth = _truth_keypoints([a for a in gt["annotations"] if a["image_id"] == int(AP10K_IMAGE.stem)])
+    (kps, scores), = model.predict_arrays([image])
+    spec, thick = model.spec, max(2, round(max(image.shape[:2]) / 200))
+    panels = []
+    for poses, text in ((kps[np.argsort(-scores)[:1]], f"predicted ({Path(ckpt).name})"),
+                        (truth, f"ground truth; {AP10K_CREDIT}")):
+        drawn = draw_poses(image, poses, spec.skeleton, min_score=0.1, flip_pairs=spec.flip_pairs,
+                           thickness=thick, show_ids=False)
+        small = cv2.resize(drawn, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA)
+        panels.append(caption(small, text))
+    grid = np.hstack([panels[0], np.full((panels[0].shape[0], 4, 3), 255, np.uint8), panels[1]])
+    path = out / "ap10k_predictions.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return path
 
 
 def _truth_keypoints(anns: list[dict]) -> np.ndarray:
@@ -306,9 +330,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument(
         "--metrics", type=Path, help="metrics.json of scripts/train.py or a Lightning metrics.csv"
     )
-    parser.add_argument("--only", choices=["sample", "predictions", "curve"], nargs="+")
+    parser.add_argument("--ap10k-ckpt", type=Path,
+                        help="a model of the AP-10K skeleton: adds ap10k_predictions.jpg (README 'Your own keypoints')")
+    parser.add_argument("--only", choices=["sample", "predictions", "curve", "ap10k"], nargs="+")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["sample", "predictions", "curve"])
+    wanted = set(args.only or ["sample", "predictions", "curve", "ap10k"])
     written = []
     if "sample" in wanted:
         written.append(sample_poses(args.out))
@@ -321,6 +347,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 "--config demo.yaml)"
             )
         written.append(training_curve(args.metrics, args.out))
+    if "ap10k" in wanted and args.ap10k_ckpt:
+        written.append(ap10k_predictions(args.ap10k_ckpt, args.out))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     return written

@@ -40,3 +40,12 @@ def test_evaluate_a_checkpoint_on_a_datamodule_config(tmp_path: Path) -> None:
 def test_evaluate_rejects_a_bad_split(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
         evaluate("x.ckpt", {"dataset": "synthetic"}, split="train")
+
+
+def test_evaluate_names_a_bad_decode_option_before_reading_any_image(tmp_path: Path) -> None:
+    from dekr.dataclass_config import ConfigError
+
+    ckpt = small_checkpoint(tmp_path / "small.ckpt")
+    data = {"dataset": "coco", "root": str(MINICOCO), "num_workers": 0}
+    with pytest.raises(ConfigError, match=r"^evaluate\(decode=...\): unknown decode option\(s\) \['flip'\]"):
+        evaluate(str(ckpt), data, decode={"flip": False}, accelerator="cpu", devices=1)

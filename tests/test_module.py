@@ -10,11 +10,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from dekr.callbacks import AtomicCheckpointIO
-from dekr.checkpoint import save_module_checkpoint
+from dekr.checkpoint import IncompatibleCheckpointError, save_module_checkpoint
 from dekr.data.spec import load_spec
 from dekr.finetune import transfer_from_file
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
-from dekr.module import DEKRModule, IncompatibleCheckpointError, OptimConfig
+from dekr.module import DEKRModule, OptimConfig
 
 TINY = dict(backbone="hrnet_w18_small", heatmap_channels=8, offset_channels_per_keypoint=4, offset_blocks=1)
 
@@ -194,6 +194,23 @@ def test_state_dict_holds_each_tensor_once_under_net() -> None:
     assert keys == {f"net.{k}" for k in module.net.state_dict()}
 
 
+def test_compile_keeps_parameter_names_and_outputs() -> None:
+    # nn.Module.compile compiles in place: the state dict (hence every checkpoint) keeps its keys.
+    # The "eager" backend checks graph capture without code generation (seconds, not minutes).
+    torch.manual_seed(0)
+    plain = tiny_module()
+    compiled = tiny_module(compile=True, compile_options={"backend": "eager"})
+    compiled.load_state_dict(plain.state_dict())
+    compiled.configure_model()
+    assert compiled.net._compiled_call_impl is not None
+    assert set(compiled.state_dict()) == set(plain.state_dict())
+    images = torch.randn(1, 3, 64, 64)
+    plain.eval(), compiled.eval()
+    with torch.no_grad():
+        for got, want in zip(compiled(images), plain(images)):
+            torch.testing.assert_close(got, want)
+
+
 def test_imagenet_backbone_is_loaded_when_a_fit_starts_from_scratch_only(tmp_path: Path) -> None:
     """pretrained_backbone: a module built to evaluate or resume never reads the ImageNet file; a
     fresh fit loads it (after the official init), and a resumed fit keeps the checkpoint's weights."""
@@ -223,3 +240,20 @@ def test_imagenet_backbone_is_loaded_when_a_fit_starts_from_scratch_only(tmp_pat
     resumed.fit(DEKRModule(net=DEKRNetConfig(**TINY, pretrained_backbone=str(weights))),
                 train_dataloaders=loader(fake_batches(1)), ckpt_path=ckpt)
     assert resumed.current_epoch == 2
+
+
+def test_decode_options_are_checked_when_the_module_is_built(tmp_path: Path) -> None:
+    """A misspelt ``model.decode`` option stops the run at start, not at the first validation;
+    from_checkpoint lays the caller's options over the checkpoint's."""
+    from dekr.dataclass_config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model.decode: unknown decode option\(s\) \['flip'\]"):
+        tiny_module(decode={"flip": False})
+    module = tiny_module(decode={"flip_test": False, "scales": [1, 0.5]})
+    cfg = module.decode_config()
+    assert cfg.flip_test is False and cfg.scales == (1.0, 0.5) and cfg.nms_num_thre == 8  # option; spec value
+    path = save_module_checkpoint(tiny_module(decode={"flip_test": False, "input_size": 128}), tmp_path / "m.ckpt")
+    loaded = DEKRModule.from_checkpoint(str(path), decode={"input_size": 256})
+    assert loaded.decode_options == {"flip_test": False, "input_size": 256}
+    with pytest.raises(ConfigError, match=r"^from_checkpoint\(decode=...\): decode option 'input_size' must be int"):
+        DEKRModule.from_checkpoint(str(path), decode={"input_size": "256"})

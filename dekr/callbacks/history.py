@@ -1,6 +1,9 @@
-"""Per-epoch scalar metrics, kept for ``metrics.json`` (learning curves without a logger)."""
+"""Per-epoch scalar metrics and ``metrics.json``: the learning curves and the result of a run,
+without a logger."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -9,22 +12,55 @@ from lightning.pytorch.callbacks import Callback
 
 class EpochHistory(Callback):
     """Records the scalar ``trainer.callback_metrics`` (epoch aggregates, last validation) at the
-    end of every training epoch; ``history`` is a list of dicts with ``epoch`` and ``step``."""
+    end of every training epoch; ``history`` is a list of dicts with ``epoch`` and ``step``.
 
-    def __init__(self) -> None:
+    When ``fit`` ends, rank 0 writes ``metrics_file`` in the run folder (``trainer.default_root_dir``):
+    ``best_score``, ``monitor``, ``best_model_path`` and ``last_model_path`` of the checkpoint
+    callback, ``epochs``, ``global_step``, ``final`` (the last scalar metrics) and ``history``.
+
+    Args:
+        metrics_file: file name in the run folder; ``None`` writes nothing.
+    """
+
+    def __init__(self, metrics_file: str | None = "metrics.json") -> None:
+        self.metrics_file = metrics_file
         self.history: list[dict[str, Any]] = []
+        self.written: Path | None = None  # the metrics file, once written
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for key, value in trainer.callback_metrics.items():
-            if getattr(value, "numel", lambda: 1)() == 1:
-                row[key] = float(value)
+        row.update(_scalars(trainer))
         self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.metrics_file is None or not trainer.is_global_zero:
+            return
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_score", None)
+        summary = {
+            "best_score": float(best) if best is not None else None,
+            "monitor": getattr(checkpoint, "monitor", None),
+            "best_model_path": getattr(checkpoint, "best_model_path", None),
+            "last_model_path": getattr(checkpoint, "last_model_path", None),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "final": _scalars(trainer),
+            "history": self.history,
+        }
+        path = Path(trainer.default_root_dir) / self.metrics_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2))
+        self.written = path
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+def _scalars(trainer: L.Trainer) -> dict[str, float]:
+    return {key: float(value) for key, value in trainer.callback_metrics.items()
+            if getattr(value, "numel", lambda: 1)() == 1}

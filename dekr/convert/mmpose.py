@@ -5,7 +5,7 @@ state dict under the exact official key names and shapes, then
 :func:`dekr.convert.official.convert_official_state_dict` (already proved against the official
 code) does the rest. Both steps are strict.
 
-The layouts (``shared/reference/README.md``, "Peer implementations"):
+The layouts (MMPose 1.x ``DEKRHead`` and the official ``PoseHigherResolutionNet``):
 
 =====================================================  ==============================================
 MMPose 1.x                                             official DEKR

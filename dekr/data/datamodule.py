@@ -51,11 +51,12 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from dekr.data.dataset import CocoKeypointDataset, load_coco_json
 from dekr.dataclass_config import as_config
+from dekr.data.normalize import normalize_batch
 from dekr.data.sampling import BatchSplit, EpochShardSampler, ResumableDataLoader, split_batch
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
 from dekr.data.targets import TargetConfig, build_targets_torch
-from dekr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentationConfig
+from dekr.data.transforms import AugmentationConfig
 
 log = logging.getLogger(__name__)
 
@@ -394,9 +395,3 @@ class DEKRDataModule(LightningDataModule):
             batch["image"] = normalize_batch(batch["image"])
         return batch
 
-
-def normalize_batch(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) uint8 RGB -> float32 ImageNet-normalised, on the images' device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return (images.to(torch.float32) / 255.0 - mean) / std

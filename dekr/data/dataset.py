@@ -1,5 +1,9 @@
 """One COCO-format keypoint dataset for COCO, CrowdPose and users' own data, driven by a KeypointSpec.
 
+The instances ("persons" below) are the annotations whose ``category_id`` is one of the spec's
+``category_ids`` (COCO: the person; AP-10K: its 54 species); annotations of other categories are
+ignored, and a file with none of them is an error.
+
 Training semantics (shared/docs/dekr_recipe.md):
 
 * images with at least one annotation (crowd regions included);
@@ -49,11 +53,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dekr.data.normalize import normalize_image
 from dekr.data.sampling import SampleKey, sample_seed_sequence
 from dekr.data.spec import KeypointSpec
 from dekr.data.targets import TargetConfig, build_targets
 from dekr.data.transforms import (AffineParams, AugmentationConfig, DEKRAffineTransform,
-                                  build_pixel_transforms, normalize_image)
+                                  build_pixel_transforms)
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +202,18 @@ class CocoKeypointDataset(Dataset):
             annotations = []
         if not isinstance(annotations, list):
             raise DataError(f"{self.source}: 'annotations' must be a list")
-        categories = coco.get("categories") or []
-        kp_cats = {c["id"] for c in categories if isinstance(c, dict) and "keypoints" in c}
-        for c in categories:
-            if isinstance(c, dict) and "keypoints" in c and len(c["keypoints"]) != k:
+        wanted = set(self.spec.category_ids)
+        for c in coco.get("categories") or []:
+            if isinstance(c, dict) and c.get("id") in wanted and "keypoints" in c and len(c["keypoints"]) != k:
                 raise DataError(f"{self.source}: category {c.get('name', c.get('id'))!r} has "
                                 f"{len(c['keypoints'])} keypoints but spec {self.spec.name!r} has {k}")
+        # Only the spec's categories are instances of its skeleton; a file with none of them (a spec
+        # made for another file, or one without category_ids) must not train on empty targets.
+        if annotations and not any(ann.get("category_id") in wanted for ann in annotations):
+            found = sorted({ann.get("category_id") for ann in annotations}, key=str)
+            raise DataError(f"{self.source}: no annotation has a category of spec {self.spec.name!r} "
+                            f"(category_ids {sorted(wanted)}); the annotations have category_id {found}: "
+                            f"set the spec's category_ids (scripts/make_spec.py writes them)")
 
         image_by_id: dict[int, dict[str, Any]] = {}
         for info in images:
@@ -214,7 +225,7 @@ class CocoKeypointDataset(Dataset):
         anns_by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
         bad_images: set[int] = set()
         for ann in annotations:
-            if kp_cats and ann.get("category_id") not in kp_cats:
+            if ann.get("category_id") not in wanted:
                 continue
             image_id = ann.get("image_id")
             if image_id not in image_by_id:

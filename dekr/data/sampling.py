@@ -6,8 +6,8 @@ Reproducibility design: the augmentation of a training sample is a pure function
 the main process or in a worker, so that
 
 * a run resumed from an end-of-epoch checkpoint (``--ckpt_path last``) sees exactly the batches
-  of an uninterrupted run, with any ``num_workers`` (0 included, where the old per-process RNG
-  restarted from its seed after a resume);
+  of an uninterrupted run, with any ``num_workers`` (0 included: a per-process RNG would restart
+  from its seed after a resume);
 * ``num_workers`` 0, 1, 8, persistent or not, gives the same samples.
 
 :class:`EpochShardSampler` is a ``DistributedSampler`` (so Lightning keeps it instead of

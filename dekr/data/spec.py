@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from dekr.dataclass_config import dataclass_from_dict
+
 #: Package folder of the shipped specs (``dekr/data/specs/<name>.yaml``), read via importlib.resources.
 SPEC_PACKAGE, SPEC_FOLDER = "dekr.data", "specs"
 
@@ -30,6 +32,9 @@ class KeypointSpec:
         rescore_limbs: 0-based (a, b) limbs of the rescoring net's features (vector = kp[a] - kp[b]).
         rescore_torso_limbs: indices into ``rescore_limbs`` whose mean length normalises the features.
         crowd_eval: evaluate with the CrowdPose protocol (AP easy/medium/hard) instead of COCO's.
+        category_ids: the annotation ``category_id`` values this spec covers (COCO and CrowdPose:
+            the person, 1; AP-10K: its 54 species). Datasets keep only these annotations; they
+            are evaluated pooled, under :attr:`pooled_category_id`.
     """
 
     name: str
@@ -40,6 +45,7 @@ class KeypointSpec:
     rescore_limbs: tuple[tuple[int, int], ...] = ()
     rescore_torso_limbs: tuple[int, ...] = ()
     crowd_eval: bool = False
+    category_ids: tuple[int, ...] = (1,)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,10 +58,22 @@ class KeypointSpec:
         for i in self.rescore_torso_limbs:
             if not 0 <= i < len(self.rescore_limbs):
                 raise ValueError(f"spec {self.name!r}: torso limb {i} is not a rescore limb index")
+        if not self.category_ids or len(set(self.category_ids)) != len(self.category_ids):
+            raise ValueError(f"spec {self.name!r}: category_ids must be distinct and non-empty, "
+                             f"got {list(self.category_ids)}")
 
     @property
     def num_keypoints(self) -> int:
         return len(self.keypoint_names)
+
+    @property
+    def pooled_category_id(self) -> int:
+        """The category id the spec's categories are evaluated under and predictions are written with.
+
+        DEKR is class-agnostic (one centre heatmap, no class score): the categories are pooled under
+        the first id, a category the ground truth has (see :mod:`dekr.metrics.oks_ap`).
+        """
+        return self.category_ids[0]
 
     @property
     def flip_index(self) -> list[int]:
@@ -67,28 +85,15 @@ class KeypointSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> KeypointSpec:
-        known = {"name", "keypoint_names", "flip_pairs", "sigmas", "skeleton", "rescore_limbs",
-                 "rescore_torso_limbs", "crowd_eval", "extra"}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{source}: unknown keypoint spec field(s) {sorted(unknown)}; known: {sorted(known)}")
         missing = {"name", "keypoint_names", "flip_pairs", "sigmas"} - set(data)
         if missing:
             raise ValueError(f"{source}: keypoint spec misses field(s) {sorted(missing)}")
-        try:
-            return cls(
-                name=str(data["name"]),
-                keypoint_names=tuple(data["keypoint_names"]),
-                flip_pairs=tuple(tuple(p) for p in data["flip_pairs"]),
-                sigmas=tuple(float(s) for s in data["sigmas"]),
-                skeleton=tuple(tuple(p) for p in data.get("skeleton", ())),
-                rescore_limbs=tuple(tuple(p) for p in data.get("rescore_limbs", ())),
-                rescore_torso_limbs=tuple(data.get("rescore_torso_limbs", ())),
-                crowd_eval=bool(data.get("crowd_eval", False)),
-                extra=dict(data.get("extra", {})),
-            )
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}") from err
+        # YAML gives lists; the frozen spec holds tuples (hashable, compared by value).
+        pairs = ("flip_pairs", "skeleton", "rescore_limbs")
+        values = {key: tuple(tuple(p) for p in value) if key in pairs
+                  else tuple(value) if isinstance(value, list) else value
+                  for key, value in data.items()}
+        return dataclass_from_dict(cls, values, "keypoint spec", source=source)
 
 
 def shipped_specs() -> list[str]:

@@ -13,7 +13,7 @@ labelled (the sound warp sets v = 0 for points that left the map, the official o
 ``area`` (P,) is the person size used for the offset weight (see ``dataset.person_area``),
 ``mask`` (R, R) is 1 where the loss counts, 0 in ignore regions.
 
-Semantics, default (``official_quirks=False``, shared/docs/dekr_recipe.md):
+Semantics, default (``official_quirks=False``; the README's "Where we differ" table):
 
 * heatmap[k] = max over persons of exp(-d^2 / (2 sigma^2)), evaluated on integer pixels within
   [x - 3 sigma - 1, x + 3 sigma + 2) (clipped to the map), computed in float64 and stored as

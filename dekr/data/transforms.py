@@ -1,4 +1,4 @@
-"""Training augmentation: the official DEKR random affine warp, horizontal flip and normalisation.
+"""Training augmentation: the official DEKR random affine warp and horizontal flip.
 
 The geometric part is one affine matrix per sample, computed here and applied with
 ``cv2.warpAffine`` to the image (at the input size S) and to the ignore mask (at the output size
@@ -24,17 +24,12 @@ convention, which the decoder inverts).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass
 class AugmentationConfig:
@@ -232,21 +227,3 @@ class DEKRAffineTransform:
         outside = (kpts[..., 0] < 0) | (kpts[..., 1] < 0) | (kpts[..., 0] >= r) | (kpts[..., 1] >= r)
         kpts[..., 2] = np.where(outside, 0.0, kpts[..., 2])
         return kpts
-
-
-def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32, ImageNet-normalised."""
-    # A 256-entry lookup per channel is exact (same float32 values as the arithmetic) and ~5x faster.
-    lut = _normalize_lut(tuple(mean), tuple(std))
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1))
-    out = np.empty(chw.shape, dtype=np.float32)
-    for c in range(3):
-        cv2.LUT(chw[c], lut[c], dst=out[c])
-    return out
-
-
-@functools.lru_cache(maxsize=8)
-def _normalize_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    levels = np.arange(256, dtype=np.float64)[None, :] / 255.0
-    values = (levels - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
-    return values.astype(np.float32).reshape(3, 1, 256)

@@ -1,10 +1,30 @@
-"""Test-time decoding options, with the official DEKR test values as per-dataset defaults."""
+"""Test-time decoding options: the one home of their defaults, and the one merge of what overrides them.
+
+:func:`resolve_decode` builds a :class:`DecodeConfig` from layers, the later winning:
+
+1. the class defaults of :class:`DecodeConfig`;
+2. the official test values of the keypoint spec (:data:`OFFICIAL_TEST_NMS`);
+3. what the model records: its checkpoint's ``decode`` options (our hparams; a converter's format
+   needs, e.g. SuperGradients' letterboxed BGR input; an ONNX file's metadata) and, for our runs,
+   the data's input size (the run's ``config.yaml``, or the datamodule under evaluation);
+4. the user's options: ``dekr.load(..., **options)``, ``dekr.evaluate(decode=...)``, a run config's
+   ``model.decode``, ``--infer-config``, ``--decode key=value`` and the scripts' flags.
+
+Layers 3 and 4 are dicts of the fields they set explicitly, never a full config, so a default changed
+here reaches every checkpoint, export and script. Each layer is checked on its own (names, types,
+values), and an error names the option and the layer it came from.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from dekr.data.spec import KeypointSpec, load_spec
+from dekr.dataclass_config import dataclass_from_layers
+
+#: One layer of decode options: (where they come from, for errors; the fields it sets).
+DecodeLayer = tuple[str, Mapping[str, Any] | None]
 
 # Official test configs (experiments/<dataset>/w32/*.yaml): NMS_THRE, NMS_NUM_THRE, DECREASE.
 OFFICIAL_TEST_NMS: dict[str, dict[str, float]] = {
@@ -123,24 +143,44 @@ class DecodeConfig:
         return self.output_stride - 1 if self.flip_shift_quirk else 0
 
     @classmethod
-    def for_dataset(cls, spec: KeypointSpec | str, **overrides: Any) -> "DecodeConfig":
-        """Official test defaults for ``spec`` (COCO, CrowdPose), then ``overrides``.
+    def for_dataset(cls, spec: KeypointSpec | str, **overrides: Any) -> DecodeConfig:
+        """Official test defaults for ``spec`` (COCO, CrowdPose), then ``overrides``
+        (:func:`resolve_decode` with one layer)."""
+        return resolve_decode(spec, ("DecodeConfig.for_dataset", overrides))
 
-        Another skeleton gets the COCO values with ``nms_num_thre = K // 2`` (8 for COCO's 17
-        keypoints, 7 for CrowdPose's 14: the official values follow this rule).
-        """
-        spec = spec if isinstance(spec, KeypointSpec) else load_spec(spec)
-        defaults = dict(OFFICIAL_TEST_NMS.get(spec.name, {**OFFICIAL_TEST_NMS["coco"],
-                                                          "nms_num_thre": spec.num_keypoints // 2}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown decode option(s) {sorted(unknown)}; known: {sorted(known)}")
-        defaults.update(overrides)
-        return cls(**defaults)
-
-    def replace(self, **changes: Any) -> "DecodeConfig":
+    def replace(self, **changes: Any) -> DecodeConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def official_test_values(spec: KeypointSpec) -> dict[str, Any]:
+    """The official test values of ``spec`` (COCO, CrowdPose): pose NMS and multi-scale decrease.
+
+    Another skeleton gets the COCO values with ``nms_num_thre = K // 2`` (8 for COCO's 17
+    keypoints, 7 for CrowdPose's 14: the official values follow this rule).
+    """
+    other = {**OFFICIAL_TEST_NMS["coco"], "nms_num_thre": spec.num_keypoints // 2}
+    return dict(OFFICIAL_TEST_NMS.get(spec.name, other))
+
+
+def resolve_decode(spec: KeypointSpec | str, *layers: DecodeLayer) -> DecodeConfig:
+    """The decode config of ``spec`` under ``layers`` (lowest precedence first; see the module
+    docstring for the order every caller keeps).
+
+    Raises:
+        dekr.dataclass_config.ConfigError: a layer sets an unknown option, a value of the wrong type
+            or a value :class:`DecodeConfig` refuses; the message names the option and the layer.
+    """
+    spec = spec if isinstance(spec, KeypointSpec) else load_spec(spec)
+    official = (f"official test values of spec {spec.name!r}", official_test_values(spec))
+    return dataclass_from_layers(DecodeConfig, [official, *layers], "decode")
+
+
+def merge_decode_options(*layers: DecodeLayer) -> dict[str, Any]:
+    """The explicit options of ``layers`` merged (the later winning), each checked as
+    :func:`resolve_decode` checks it: for options that are passed on or stored rather than used
+    here (a checkpoint's hparams, ``dekr.evaluate(decode=...)``, a script's options)."""
+    dataclass_from_layers(DecodeConfig, layers, "decode")
+    return {key: value for _, options in layers for key, value in (options or {}).items()}

@@ -7,7 +7,8 @@ and writes, as it goes:
 * ``results.json``: COCO keypoint results (:func:`dekr.inference.predict.to_coco_results`), with
   ``track_id`` when tracked;
 * ``images.json``: the COCO ``images`` and ``categories``, so ``COCO(images.json).loadRes(results.json)``
-  works.
+  works. Every pose is written with the spec's ``pooled_category_id`` (DEKR is class-agnostic: one
+  category id stands for all of the spec's, e.g. AP-10K's 54 species), the one category listed.
 
 An error, a broken video or Ctrl-C keep the results so far (written atomically).
 """
@@ -56,9 +57,12 @@ class DrawOptions:
 
 
 def coco_category(spec: KeypointSpec) -> dict[str, Any]:
-    """The COCO ``categories`` entry of a keypoint spec (1-based skeleton)."""
-    return {"id": 1, "name": "person", "supercategory": "person", "keypoints": list(spec.keypoint_names),
-            "skeleton": [[a + 1, b + 1] for a, b in spec.skeleton]}
+    """The COCO ``categories`` entry of the category results are written with (1-based skeleton).
+
+    Named after the spec: the id stands for every one of the spec's categories (pooled).
+    """
+    return {"id": spec.pooled_category_id, "name": spec.name, "supercategory": spec.name,
+            "keypoints": list(spec.keypoint_names), "skeleton": [[a + 1, b + 1] for a, b in spec.skeleton]}
 
 
 class CocoWriter:
@@ -71,7 +75,7 @@ class CocoWriter:
 
     def add(self, result: PoseResult) -> None:
         self.images.append(result.image_info())
-        self.results.extend(result.to_coco())
+        self.results.extend(result.to_coco(category_id=self.spec.pooled_category_id))
 
     def write(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dekr.data.spec import KeypointSpec
-from dekr.inference.config import DecodeConfig
+from dekr.inference.config import DecodeConfig, resolve_decode
 from dekr.inference.result import PoseResult
 from dekr.inference.smoothing import PoseSmoother, SmoothingConfig
 from dekr.inference.sources import (
@@ -160,13 +160,15 @@ def load(name_or_path: str | Path, device: str = "auto", spec: str | KeypointSpe
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
         spec: the keypoint spec you expect (an error when the checkpoint is for another).
         decode_options: :class:`DecodeConfig` fields over the checkpoint's own (``input_size``,
-            ``flip_test``, ``scales``, ``batch_size``, ``autocast_dtype="bfloat16"``, ...).
+            ``flip_test``, ``scales``, ``batch_size``, ``autocast_dtype="bfloat16"``, ...); the
+            order: :mod:`dekr.inference.config`.
     """
     from dekr.checkpoint import load_checkpoint
+    from dekr.inference.rescore import load_rescore_net
 
     device = resolve_device(device)
     loaded = load_checkpoint(name_or_path, spec=spec)
-    cfg = DecodeConfig.for_dataset(loaded.spec, **{**loaded.decode, **decode_options})
+    cfg = resolve_decode(loaded.spec, loaded.decode_layer, ("dekr.load options", decode_options))
     net = loaded.net
     if loaded.format == "onnx":
         if device.startswith("cuda"):  # the same file on onnxruntime's CUDA provider
@@ -175,6 +177,7 @@ def load(name_or_path: str | Path, device: str = "auto", spec: str | KeypointSpe
             net = OnnxPoseNet(name_or_path, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     else:
         net = net.to(device).eval()
-    # The rescoring net a checkpoint carries is used as its authors did, unless decode names another.
-    rescore = loaded.rescore if not cfg.rescore else None
+    # The rescoring net a checkpoint carries is used as its authors did, unless decode names another
+    # (loaded now: one for another skeleton is refused here, before any image is read).
+    rescore = load_rescore_net(cfg.rescore, loaded.spec).to(device) if cfg.rescore else loaded.rescore
     return Predictor(net, loaded.spec, cfg, rescore, device, loaded.source or str(name_or_path), loaded.format)

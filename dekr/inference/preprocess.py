@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dekr.data.normalize import normalize_batch
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,7 @@ def to_input_tensor(images: list[np.ndarray], device: torch.device | str, pad_to
     batch = torch.from_numpy(np.ascontiguousarray(np.stack(images))).to(device, non_blocking=True)
     if channel_order == "bgr":
         batch = batch.flip(-1)
-    batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
-    return batch.sub_(mean).div_(std)
+    return normalize_batch(batch.permute(0, 3, 1, 2))
 
 
 def check_image(image: np.ndarray) -> None:

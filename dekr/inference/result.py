@@ -56,7 +56,7 @@ class PoseResult:
 
         canvas = draw_poses(self.image, self.keypoints, self.spec.skeleton, scores=self.scores, ids=self.track_ids,
                             min_score=kpt_thr, color_by=color_by or ("limb" if self.track_ids is None else "person"),
-                            keypoint_names=list(self.spec.keypoint_names), show_ids=show_ids, max_poses=max_poses)
+                            flip_pairs=self.spec.flip_pairs, show_ids=show_ids, max_poses=max_poses)
         return draw_caption(canvas, caption) if caption else canvas
 
     def save(self, path: str | Path, **draw_options: Any) -> Path:
@@ -79,13 +79,15 @@ class PoseResult:
         except cv2.error as err:
             raise RuntimeError(f"cannot open a window ({err}); use result.save(path) instead") from None
 
-    def to_coco(self, image_id: int | None = None, category_id: int = 1) -> list[dict[str, Any]]:
-        """COCO keypoint result dicts, one per pose (with ``track_id`` when tracked)."""
+    def to_coco(self, image_id: int | None = None, category_id: int | None = None) -> list[dict[str, Any]]:
+        """COCO keypoint result dicts, one per pose (with ``track_id`` when tracked); ``category_id``
+        defaults to the spec's ``pooled_category_id``."""
         from dekr.inference.predict import to_coco_results
 
         image_id = self.image_id if image_id is None else image_id
         if image_id is None:
             raise ValueError("this result has no image id (an array was given): pass to_coco(image_id)")
+        category_id = self.spec.pooled_category_id if category_id is None else category_id
         return to_coco_results([{"keypoints": self.keypoints, "scores": self.scores}], [image_id], category_id,
                                None if self.track_ids is None else [self.track_ids])
 

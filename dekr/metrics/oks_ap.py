@@ -29,6 +29,15 @@ Documented behaviour for odd inputs:
   warning (CrowdPose's own count covers the 12 body joints only; it matters only for the
   ``num_keypoints == 0`` ignore rule).
 
+Categories: the ground truth's instances are its annotations of the spec's ``category_ids``
+(COCO: the person; AP-10K: 54 species); other categories' annotations are dropped. DEKR is
+class-agnostic (one centre heatmap, no class score), so the chosen categories are evaluated pooled:
+every kept ground-truth annotation and every prediction gets the first of the spec's ids
+(``KeypointSpec.pooled_category_id``), the id predictions are written with (a category the ground truth
+has), and COCOeval runs on that one category. This is what ``params.useCats = 0`` means, done
+with categories because pycocotools' ``computeOks`` ignores ``useCats`` (it would find no ground
+truth under the category -1 that ``useCats = 0`` evaluates) and it works the same in both backends.
+
 By default only images passed to ``update`` (``images="seen"``) are evaluated, so a partial
 validation run (``limit_val_batches``) is scored on what it saw; ``images="all"`` evaluates every
 ground-truth image (unseen images count as images with no prediction).
@@ -78,12 +87,25 @@ def load_ground_truth(ground_truth: str | Path | dict[str, Any]) -> dict[str, An
 def prepare_ground_truth(data: dict[str, Any], spec: KeypointSpec, crowd: bool) -> dict[str, Any]:
     """Check a COCO-format ground truth against ``spec`` and fill what the protocol needs (in place).
 
+    Keeps the annotations of ``spec.category_ids`` only, under ``spec.pooled_category_id``.
     CrowdPose: ``area`` := 0.53 x bbox w x h (always, as the CrowdPose evaluator does).
     Missing ``num_keypoints``: counted from the triplets. COCO without ``area``: ``ValueError``.
     """
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"ground truth has no {key!r} list")
+    wanted, pooled = set(spec.category_ids), spec.pooled_category_id
+    kept = [ann for ann in data["annotations"] if ann.get("category_id") in wanted]
+    if data["annotations"] and not kept:
+        found = sorted({ann.get("category_id") for ann in data["annotations"]}, key=str)
+        raise ValueError(f"no ground-truth annotation has a category of spec {spec.name!r} (category_ids "
+                         f"{sorted(wanted)}); the annotations have category_id {found}")
+    if len(kept) < len(data["annotations"]):
+        log.info("OKS-AP: %d ground-truth annotations of categories outside spec %r dropped",
+                 len(data["annotations"]) - len(kept), spec.name)
+    for ann in kept:
+        ann["category_id"] = pooled
+    data["annotations"] = kept
     k = spec.num_keypoints
     missing_num = 0
     for ann in data["annotations"]:
@@ -232,20 +254,33 @@ class _Backend:
                 list(ev.params.areaRngLbl))
 
 
+def check_result_categories(results: Sequence[dict[str, Any]], category_ids: Sequence[int]) -> None:
+    """ValueError when a result's ``category_id`` is not one of ``category_ids`` (a missing one is fine)."""
+    foreign = sorted({r["category_id"] for r in results if r.get("category_id", category_ids[0])
+                      not in category_ids}, key=str)
+    if foreign:
+        raise ValueError(f"results with category_id {foreign}, not among the spec's categories {list(category_ids)}")
+
+
 def evaluate_results(results: list[dict[str, Any]], backend: _Backend, gt: dict[str, Any], image_ids: Sequence[int],
-                     crowd: bool, category_id: int = 1) -> dict[str, float]:
+                     crowd: bool, category_ids: Sequence[int]) -> dict[str, float]:
     """Evaluate COCO-format keypoint results (``image_id``, ``category_id``, ``keypoints``, ``score``).
 
+    ``gt`` comes from :func:`prepare_ground_truth`; ``category_ids`` are the spec's: results of any
+    of them (or without a ``category_id``) are evaluated pooled under the first, others are an error.
     ``results`` must not carry a ``bbox`` (pycocotools would then take the object area from it).
     """
     keys = CROWD_KEYS if crowd else COCO_KEYS
+    check_result_categories(results, category_ids)
+    pooled = category_ids[0]
+    results = [{**r, "category_id": pooled} for r in results]
     image_ids = sorted(set(int(i) for i in image_ids))
     if not results or not image_ids:
         log.warning("OKS-AP: no predictions to evaluate; every metric is 0")
         return {k: 0.0 for k in keys}
     names = ("AP_easy", "AP_medium", "AP_hard")
     splits = crowd_splits(gt, image_ids) if crowd else ()
-    evaluated = backend.evaluate(results, image_ids, category_id, [s for s in splits if s])
+    evaluated = backend.evaluate(results, image_ids, pooled, [s for s in splits if s])
     precision, recall, thrs, areas = evaluated[0]
     out = summarize(precision, recall, thrs, areas, crowd)
     if crowd:
@@ -269,7 +304,9 @@ class OKSAP(Metric):
         crowd: override ``spec.crowd_eval``.
         backend: ``"faster_coco_eval"`` (default) or ``"pycocotools"``; identical numbers.
         images: ``"seen"`` evaluates the images passed to ``update``; ``"all"`` every GT image.
-        category_id: the person category in the ground truth.
+
+    The ground truth's annotations of ``spec.category_ids`` are evaluated pooled (module docstring);
+    :meth:`results` writes every pose with ``spec.pooled_category_id``.
 
     ``update(preds)`` takes a list with one dict per image: ``image_id`` (int), ``keypoints``
     (P, K, 3) as (x, y, score) in original image coordinates and ``scores`` (P,); P may be 0.
@@ -287,7 +324,7 @@ class OKSAP(Metric):
 
     def __init__(self, ground_truth: str | Path | dict[str, Any], spec: KeypointSpec | str | Path,
                  crowd: bool | None = None, backend: Backend = "faster_coco_eval",
-                 images: Literal["seen", "all"] = "seen", category_id: int = 1, **kwargs: Any):
+                 images: Literal["seen", "all"] = "seen", **kwargs: Any):
         super().__init__(**kwargs)
         self.spec = spec if isinstance(spec, KeypointSpec) else load_spec(spec)
         self.crowd = self.spec.crowd_eval if crowd is None else bool(crowd)
@@ -297,7 +334,7 @@ class OKSAP(Metric):
             raise ValueError(f"images must be 'seen' or 'all', got {images!r}")
         self.backend_name = backend
         self.images = images
-        self.category_id = category_id
+        self.category_id = self.spec.pooled_category_id
         self.gt = prepare_ground_truth(load_ground_truth(ground_truth), self.spec, self.crowd)
         self.gt_image_ids = frozenset(int(img["id"]) for img in self.gt["images"])
         self._backends: dict[str, _Backend] = {}
@@ -343,9 +380,11 @@ class OKSAP(Metric):
         """Add COCO result-format poses (``image_id``, ``keypoints`` flat list, ``score``).
 
         ``image_ids`` lists the images seen (default: those in ``results``; images with no
-        result then count only with ``images="all"``).
+        result then count only with ``images="all"``). A result's ``category_id`` may be any of the
+        spec's (they are pooled); another one is a ``ValueError``.
         """
         k = self.spec.num_keypoints
+        check_result_categories(results, self.spec.category_ids)
         grouped: dict[int, list[dict[str, Any]]] = {int(i): [] for i in (image_ids or [])}
         for r in results:
             grouped.setdefault(int(r["image_id"]), []).append(r)
@@ -389,7 +428,8 @@ class OKSAP(Metric):
         """Evaluate the accumulated predictions with a given backend (python floats)."""
         results, seen = self.results()
         image_ids = sorted(self.gt_image_ids) if self.images == "all" else seen
-        return evaluate_results(results, self._backend(backend), self.gt, image_ids, self.crowd, self.category_id)
+        return evaluate_results(results, self._backend(backend), self.gt, image_ids, self.crowd,
+                                self.spec.category_ids)
 
 
 def format_table(stats: dict[str, float], title: str = "") -> str:

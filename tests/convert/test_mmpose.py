@@ -13,7 +13,7 @@ import torch
 
 from dekr.convert.mmpose import convert_mmpose, mmpose_to_official
 from dekr.convert.official import CheckpointMismatchError
-from dekr.data.transforms import normalize_image
+from dekr.data.normalize import normalize_image
 from dekr.inference.rescore import RescoreNet
 from dekr.models.dekr import DEKRNet
 from tests.official_standin import MMPOSE_REGULAR, REFERENCE_DIR, mmpose_standin_state_dict, read_keys

@@ -341,3 +341,43 @@ def test_unknown_image_id_and_missing_json(small_coco, tmp_path):
         CocoKeypointDataset(_write(dst, data), dst, COCO, train=True)
     with pytest.raises(DataError, match="annotation file not found"):
         CocoKeypointDataset(tmp_path / "nope.json", dst, COCO, train=True)
+
+
+# ---------------------------------------------------------------- any categories: AP-10K
+AP10K = load_spec("ap10k")
+
+
+@pytest.fixture
+def ap10k(fixtures_dir):
+    folder = fixtures_dir / "ap10k"
+    with open(folder / "test_ap10k.json") as f:
+        return folder, json.load(f)
+
+
+def test_ap10k_keeps_both_animals(ap10k):
+    folder, data = ap10k
+    assert {a["category_id"] for a in data["annotations"]} == {26, 1}  # a jaguar and an antelope
+    ds = CocoKeypointDataset(folder / "test_ap10k.json", folder, AP10K, train=True, input_size=256)
+    assert sorted(ds.image_ids.tolist()) == [4, 37516]
+    for i, image_id in enumerate(ds.image_ids.tolist()):
+        ann = next(a for a in data["annotations"] if a["image_id"] == image_id)
+        joints, _ = ds.persons(i)
+        assert len(joints) == 1
+        np.testing.assert_array_equal(joints[0, :17], np.asarray(ann["keypoints"], float).reshape(17, 3))
+    ds.reseed(0)
+    sample = ds[0]  # the real image read, warped and flipped with AP-10K's flip pairs
+    assert sample["heatmap"].shape == (18, 64, 64) and sample["heatmap"][17].max() > 0.9
+    val = CocoKeypointDataset(folder / "test_ap10k.json", folder, AP10K, train=False)
+    assert len(val) == 2 and val[0]["image"].shape == (867, 1200, 3)
+
+
+def test_only_the_spec_categories_are_instances(ap10k):
+    from dataclasses import replace
+
+    folder, _ = ap10k
+    jaguars = replace(AP10K, category_ids=(26,))
+    ds = CocoKeypointDataset(folder / "test_ap10k.json", folder, jaguars, train=True)
+    assert ds.image_ids.tolist() == [37516]
+    with pytest.raises(DataError, match=r"test_ap10k.json: no annotation has a category of spec 'ap10k' "
+                                        r"\(category_ids \[99\]\); the annotations have category_id \[1, 26\]"):
+        CocoKeypointDataset(folder / "test_ap10k.json", folder, replace(AP10K, category_ids=(99,)), train=True)

@@ -8,8 +8,7 @@ import pytest
 from dekr.data.dataset import CocoKeypointDataset, read_image_rgb
 from dekr.data.spec import load_spec
 from dekr.data.targets import TargetConfig, build_targets
-from dekr.data.transforms import (AffineParams, AugmentationConfig, DEKRAffineTransform, build_pixel_transforms,
-                                  normalize_image)
+from dekr.data.transforms import AffineParams, AugmentationConfig, DEKRAffineTransform, build_pixel_transforms
 
 S, R = 512, 128
 
@@ -215,14 +214,6 @@ def test_pixel_transforms_from_config():
         build_pixel_transforms([{"name": "HorizontalFlip"}])
     with pytest.raises(ValueError, match="no transform named"):
         build_pixel_transforms([{"name": "NoSuchTransform"}])
-
-
-def test_normalize_image_is_imagenet():
-    img = np.random.default_rng(0).integers(0, 256, (8, 9, 3)).astype(np.uint8)
-    got = normalize_image(img)
-    want = ((img / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).transpose(2, 0, 1)
-    np.testing.assert_allclose(got, want, atol=1e-6)
-    assert got.dtype == np.float32 and got.shape == (3, 8, 9)
 
 
 def test_augmentation_config_validation():

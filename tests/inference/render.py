@@ -14,7 +14,8 @@ import torch
 
 from dekr.data.spec import KeypointSpec
 from dekr.inference.config import DecodeConfig
-from dekr.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_info
+from dekr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from dekr.inference.preprocess import resize_info
 
 
 def synthetic_images(gt: dict) -> tuple[list[np.ndarray], list[int]]:

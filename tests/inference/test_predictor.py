@@ -42,6 +42,22 @@ def test_load_holds_net_spec_decode_and_the_checkpoint_options(model, ckpt):
         dekr.load(ckpt, device="cpu", input_sz=128)
 
 
+def test_options_layer_over_the_checkpoint_and_bad_recorded_options_name_the_file(ckpt, tmp_path):
+    """The order of dekr.inference.config: spec values <- the checkpoint's options <- dekr.load's."""
+    import torch
+
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw["hyper_parameters"]["decode"] = {"flip_test": False, "input_size": 128, "max_num_people": 5}
+    torch.save(raw, tmp_path / "five.ckpt")
+    cfg = dekr.load(tmp_path / "five.ckpt", device="cpu", input_size=256).decode
+    assert (cfg.max_num_people, cfg.flip_test, cfg.input_size, cfg.nms_thre) == (5, False, 256, 0.05)
+    raw["hyper_parameters"]["decode"] = {"flip": False}  # as an older or hand-edited checkpoint may hold
+    torch.save(raw, tmp_path / "bad.ckpt")
+    with pytest.raises(ValueError, match=r"the decode options of .*bad.ckpt \(ours\): unknown decode option\(s\) "
+                                         r"\['flip'\]"):
+        dekr.load(tmp_path / "bad.ckpt", device="cpu")
+
+
 def test_image_path_array_folder_and_list(model, tmp_path):
     image = cv2.cvtColor(cv2.imread(str(IMAGE)), cv2.COLOR_BGR2RGB)
     [from_path] = model(IMAGE)

@@ -9,7 +9,8 @@ import torch
 
 from dekr.data.spec import load_spec
 from dekr.inference import DecodeConfig, predict_poses
-from dekr.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_image, resize_info, to_input_tensor
+from dekr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from dekr.inference.preprocess import resize_image, resize_info, to_input_tensor
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:

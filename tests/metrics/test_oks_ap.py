@@ -220,6 +220,77 @@ def test_spec_sigmas_are_used():
     assert b.compute()["AP"].item() > a.compute()["AP"].item()
 
 
+# ---- any categories: AP-10K (species 26 and 1, evaluated pooled) ---------------------------
+AP10K_GT = FIXTURES / "ap10k" / "test_ap10k.json"
+
+
+def _ap10k_results(category_id=None, shift_jaguar: float = 0.0) -> list[dict]:
+    """The AP-10K ground truth as results (each with its own category, or ``category_id``); the jaguar's
+    labelled keypoints moved right by ``shift_jaguar`` pixels."""
+    gt = json.loads(AP10K_GT.read_text())
+    results = []
+    for ann in gt["annotations"]:
+        kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        if ann["category_id"] == 26:
+            kp[kp[:, 2] > 0, 0] += shift_jaguar
+        results.append({"image_id": ann["image_id"], "category_id": category_id or ann["category_id"],
+                        "keypoints": kp.reshape(-1).tolist(), "score": 1.0})
+    return results
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("category_id", [None, 1], ids=["own-categories", "pooled-id"])
+def test_ap10k_ground_truth_fed_back_scores_one(backend, category_id):
+    gt = json.loads(AP10K_GT.read_text())
+    assert sorted(a["category_id"] for a in gt["annotations"]) == [1, 26]
+    metric = OKSAP(AP10K_GT, "ap10k", backend=backend)
+    metric.update_from_results(_ap10k_results(category_id))
+    out = metric.compute()
+    assert out["AP"].item() == pytest.approx(1.0) and out["AR"].item() == pytest.approx(1.0)
+
+
+def test_ap10k_perturbed_jaguar_scores_below_one_with_ap10k_sigmas():
+    # Only the jaguar (category 26, not the pooled id 1) moves: it must be evaluated, with AP-10K's sigmas.
+    metric = OKSAP(AP10K_GT, "ap10k")
+    metric.update_from_results(_ap10k_results(shift_jaguar=25.0))
+    fast, ref = metric.compute_with("faster_coco_eval"), metric.compute_with("pycocotools")
+    assert fast == ref
+    assert 0.2 < ref["AP"] < 1.0 and ref["AP50"] == pytest.approx(1.0)
+    from dataclasses import replace
+    wide = OKSAP(AP10K_GT, replace(load_spec("ap10k"), sigmas=(0.2,) * 17))
+    wide.update_from_results(_ap10k_results(shift_jaguar=25.0))
+    assert wide.compute()["AP"].item() > ref["AP"]
+
+
+def test_ap10k_results_are_written_with_an_id_the_ground_truth_has():
+    from pycocotools.coco import COCO
+
+    gt = json.loads(AP10K_GT.read_text())
+    metric = OKSAP(gt, "ap10k")
+    metric.update_from_results(_ap10k_results())
+    results, seen = metric.results()
+    assert {r["category_id"] for r in results} == {1} and seen == [4, 37516]
+    assert 1 in {c["id"] for c in gt["categories"]}
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    assert len(coco.loadRes(results).getAnnIds(catIds=[1])) == 2
+
+
+def test_categories_outside_the_spec():
+    from dataclasses import replace
+
+    jaguars = replace(load_spec("ap10k"), category_ids=(26,))
+    metric = OKSAP(AP10K_GT, jaguars)
+    assert [a["id"] for a in metric.gt["annotations"]] == [9284]  # the antelope is not a jaguar
+    with pytest.raises(ValueError, match=r"category_id \[1\], not among the spec's categories \[26\]"):
+        metric.update_from_results(_ap10k_results())
+    metric.update_from_results([r for r in _ap10k_results() if r["category_id"] == 26])
+    assert metric.compute()["AP"].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"no ground-truth annotation has a category of spec 'ap10k'.*\[1, 26\]"):
+        OKSAP(AP10K_GT, replace(jaguars, category_ids=(99,)))
+
+
 # ---- DDP -----------------------------------------------------------------------------------
 def _ddp_worker(rank: int, world_size: int, port: int, queue) -> None:
     import torch.distributed as dist

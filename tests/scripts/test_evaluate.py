@@ -35,3 +35,17 @@ def test_evaluate_end_to_end(tmp_path, capsys, config, root, extra):
     assert isinstance(results, list)
     if "crowdpose" in config:
         assert "AP_easy" in stats
+
+
+def test_a_bad_decode_option_names_its_flag_before_anything_is_read(tmp_path):
+    """config model.decode <- flags <- --decode; an error stops before any checkpoint or image is read."""
+    import evaluate
+
+    missing = str(tmp_path / "never_read.ckpt")
+    with pytest.raises(SystemExit, match=r"^error: --decode: decode option 'scales' must be a list of float"):
+        evaluate.main(["--config", "demo.yaml", "--ckpt", missing, "--scales", "2", "1", "--decode", "scales=2"])
+    with pytest.raises(SystemExit, match=r"^error: --decode expects key=value, got 'flip'"):
+        evaluate.main(["--config", "demo.yaml", "--ckpt", missing, "--decode", "flip"])
+    with pytest.raises(SystemExit, match=r"^error: --flip/--scales/--rescore/--input-size: decode: scales must "
+                                         r"contain 1"):
+        evaluate.main(["--config", "demo.yaml", "--ckpt", missing, "--scales", "2"])

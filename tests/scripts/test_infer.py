@@ -221,6 +221,19 @@ def test_checkpoint_for_another_keypoint_set(tmp_path, ckpt):
         run(ckpt, VIDEO, tmp_path / "o", "--smoothing", "cutoff=3")
 
 
+def test_bad_decode_options_name_the_flag_or_file_they_came_from(tmp_path, ckpt):
+    image = FIXTURES / "coco" / "000000000785.jpg"
+    with pytest.raises(SystemExit, match=r"^error: --decode: decode option 'input_size' must be int, got 'big'"):
+        run(ckpt, image, tmp_path / "o", "--decode", "input_size=big")
+    with pytest.raises(SystemExit, match=r"^error: the decode flags: decode: input_size must be a multiple of 64"):
+        run(ckpt, image, tmp_path / "o", "--input-size", "100")
+    config = tmp_path / "infer.yaml"
+    config.write_text("decode:\n  flip: false\n")
+    with pytest.raises(SystemExit, match=r"infer.yaml: decode: unknown decode option\(s\) \['flip'\]"):
+        run(ckpt, image, tmp_path / "o", "--infer-config", str(config))
+    assert not (tmp_path / "o").exists()  # stopped before any output
+
+
 @pytest.mark.slow
 def test_official_checkpoint_and_onnx_model(tmp_path):
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "pose_dekr_hrnetw32_crowdpose.pth")

@@ -1,12 +1,23 @@
-"""scripts/train.py: a real (tiny) run, its outputs, exact resume, W&B offline, bad input."""
+"""scripts/train.py: a real (tiny) run, its outputs, exact resume, W&B offline, bad input; the same
+run folder from a plain Python Trainer with the library defaults."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
+from dekr.callbacks import AtomicCheckpointIO
+from dekr.data.datamodule import DEKRDataModule
+from dekr.data.synthetic import SyntheticConfig
+from dekr.data.transforms import AugmentationConfig
+from dekr.models.dekr import DEKRNetConfig
+from dekr.module import DEKRModule
+from dekr.training import trainer_kwargs
 from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train
 from tests.scripts.wandb_reader import history
 
@@ -33,7 +44,8 @@ def test_run_writes_config_checkpoints_and_metrics(tiny_run) -> None:
         assert key in metrics["final"]
     assert metrics["final"]["val/num_images"] == 8
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
-    assert {"optimizer_states", "lr_schedulers", "loops", "rng_states", "state_dict"} <= set(ckpt)
+    assert {"optimizer_states", "lr_schedulers", "loops", "state_dict"} <= set(ckpt)
+    assert "RNGStateCheckpoint" in ckpt["callbacks"]  # the RNG states, restored on resume
     assert not list(root.rglob("*.tmp"))
 
 
@@ -48,6 +60,65 @@ def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
     assert aps[-1] == pytest.approx(metrics["final"]["val/AP"])
     assert any("train/loss" in row for row in rows) and any("lr-Adam/pg1" in row for row in rows)
     assert list((root / "wandb").glob("offline-run-*/files/media/images/val/poses_*.png"))
+
+
+def run_layout(root: Path) -> set[str]:
+    """The files of a run folder, numbers masked (epochs, AP, W&B run ids), W&B's own files reduced
+    to the run file and the logged pose images; less ``config.yaml``, the CLI's resolved config."""
+    layout = set()
+    for path in root.rglob("*"):
+        relative = path.relative_to(root).as_posix()
+        if not path.is_file() or relative == "config.yaml":
+            continue
+        if relative.startswith("wandb/"):
+            if not (relative.endswith(".wandb") or "/media/images/val/poses_" in relative):
+                continue
+            relative = "wandb/run.wandb" if relative.endswith(".wandb") else "wandb/val_poses.png"
+        layout.add(re.sub(r"\d+(\.\d+)?", "N", relative))
+    return layout
+
+
+def test_python_trainer_with_the_library_defaults_writes_the_cli_run_folder(
+        tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lightning.Trainer(**dekr.training.trainer_kwargs(root))`` and ``fit``, without the CLI: the
+    CLI run's files (checkpoints, metrics.json, W&B run with pose images), each checkpoint written
+    atomically: complete under a temporary name in its folder, then renamed over the target."""
+    monkeypatch.setenv("WANDB_MODE", "offline")  # as the CLI run, which has no API key
+    renamed: list[tuple[Path, Path]] = []
+    replace = os.replace
+
+    def recording_replace(src: str, dst: str) -> None:  # the real rename, recorded
+        renamed.append((Path(src), Path(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    root = tmp_path / "run"
+    module = DEKRModule(net=DEKRNetConfig(backbone="hrnet_w18_small", heatmap_channels=8,
+                                          offset_channels_per_keypoint=4, offset_blocks=1))
+    data = DEKRDataModule(dataset="synthetic", input_size=64, batch_size=4, val_batch_size=4, num_workers=0,
+                          pin_memory=False, persistent_workers=False,
+                          augmentation=AugmentationConfig(flip_prob=0.0),
+                          synthetic=SyntheticConfig(num_train=16, num_val=8, image_size=96, max_people=1))
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, log_every_n_steps=1,
+                        enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs(root))
+    try:
+        trainer.fit(module, datamodule=data)
+    finally:
+        trainer.logger.experiment.finish()
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    last = root / "checkpoints" / "last.ckpt"
+    assert [dst for _, dst in renamed if dst == last] == [last, last]  # once per epoch
+    for src, dst in renamed:
+        if dst.suffix == ".ckpt":
+            assert src.parent == dst.parent and src.name.startswith(f".{dst.name}.") and not src.exists()
+    cli_root, _ = tiny_run
+    layout = run_layout(root)
+    assert layout == run_layout(cli_root) and not list(root.rglob("*.tmp"))
+    assert {"metrics.json", "checkpoints/last.ckpt", "checkpoints/best-epochN-apN.ckpt", "wandb/run.wandb",
+            "wandb/val_poses.png"} == layout
+    ours, cli = (json.loads((r / "metrics.json").read_text()) for r in (root, cli_root))
+    assert set(ours) == set(cli) and set(ours["final"]) == set(cli["final"])
+    assert ours["epochs"] == 2 and len(ours["history"]) == 2
 
 
 def test_resume_from_last_is_exact(tmp_path: Path) -> None:
@@ -104,6 +175,7 @@ def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
 def test_wrong_type_names_the_key(tmp_path: Path) -> None:
     result = run_train(["--config", "demo", "--model.optim.lr", "fast"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "model.optim" in result.stderr and "fast" in result.stderr
+    assert "(command line)" in result.stderr  # not demo.yaml, which sets other model.optim values
 
 
 def test_unknown_config_name_lists_available(tmp_path: Path) -> None:
@@ -140,7 +212,10 @@ def test_ema_of_weights_through_the_cli(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_compile_option_trains(tmp_path: Path) -> None:
     root = tmp_path / "run"
-    run_train([*TINY_ARGS, "--model.compile", "true", "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
+    # The "eager" backend: TorchDynamo's graph capture of the training and validation passes,
+    # without the code generation that makes inductor take ~10 minutes on a 2-core CPU.
+    run_train([*TINY_ARGS, "--model.compile", "true", "--model.compile_options", "{backend: eager}",
+               "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
                "2", "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(root),
                "--pose_images.num_images", "0"], cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"), timeout=900)
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)

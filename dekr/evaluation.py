@@ -150,15 +150,17 @@ def evaluate(model: DEKRModule | str | Path, data: DEKRDataModule | str | Path |
                       callbacks=[collector], enable_checkpointing=False, enable_model_summary=False,
                       enable_progress_bar=False, limit_val_batches=limit, limit_test_batches=limit)
     try:
+        # The figures the module logs (``val/AP``, ...) come back from validate / test.
         if split == "val":
-            trainer.validate(model, datamodule=datamodule, verbose=False)
+            logged = trainer.validate(model, datamodule=datamodule, verbose=False)
         else:
-            trainer.test(model, datamodule=datamodule, verbose=False)
+            logged = trainer.test(model, datamodule=datamodule, verbose=False)
         used = model.decode_config()
     finally:
         model.decode_options = model_decode
-    metrics = getattr(model, f"last_{split}_metrics", {})
-    stats = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.split("/", 1)[1] != "num_images"}
+    metrics = logged[0] if logged else {}
+    stats = {k.split("/", 1)[1]: float(v) for k, v in metrics.items()
+             if k.startswith(f"{split}/") and k.split("/", 1)[1] != "num_images"}
     return Evaluation(stats, collector.gather(trainer), used, trainer.is_global_zero)
 
 

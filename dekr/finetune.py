@@ -28,7 +28,6 @@ from dekr.models.dekr import DEKRNet
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TransferReport:
     """What :func:`transfer_state` did, tensor by tensor."""
@@ -49,7 +48,8 @@ class TransferReport:
         lines = [f"initialised from {self.source}:",
                  f"  loaded as is:           {len(self.loaded)} tensors",
                  f"  remapped by keypoint:   {len(self.remapped)} tensors" + (
-                     f" ({names(self.remapped)})" if self.remapped else ""),
+                     f" (rows of the keypoints taken from the source copied, of the new ones fresh: "
+                     f"{names(self.remapped)})" if self.remapped else ""),
                  f"  freshly initialised:    {len(self.fresh)} tensors" + (
                      f" ({names(self.fresh)})" if self.fresh else ""),
                  f"  unused from the source: {len(self.unused)} tensors" + (

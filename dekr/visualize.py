@@ -8,7 +8,8 @@ keypoints are (P, K, 3) as (x, y, score) in the image's pixels.
 from __future__ import annotations
 
 import colorsys
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -23,18 +24,19 @@ def _hsv_rgb(h: float, s: float, v: float) -> RGB:
 
 
 def limb_colors(
-    skeleton: Sequence[tuple[int, int]], keypoint_names: Sequence[str] | None = None
+    skeleton: Sequence[tuple[int, int]], flip_pairs: Sequence[tuple[int, int]] = ()
 ) -> list[RGB]:
-    """One color per limb: hues spread over the limbs in skeleton order; with keypoint names,
-    limbs wholly on the left side are drawn a little lighter than those on the right, so that
-    left and right stay apart when they cross."""
+    """One color per limb: hues spread over the limbs in skeleton order; limbs on the left side
+    (touching a left keypoint and no right one, the sides read off the spec's ``flip_pairs``
+    (left, right)) are drawn a little lighter than the others, so that left and right stay apart
+    when they cross. Without flip pairs every limb has full brightness."""
+    left = {a for a, _ in flip_pairs}
+    right = {b for _, b in flip_pairs}
     colors = []
     n = max(1, len(skeleton))
     for i, (a, b) in enumerate(skeleton):
-        value = 1.0
-        if keypoint_names is not None:
-            left = keypoint_names[a].startswith("left") and keypoint_names[b].startswith("left")
-            value = 1.0 if left else 0.85
+        on_left = bool({a, b} & left) and not {a, b} & right
+        value = 1.0 if on_left or not flip_pairs else 0.85
         colors.append(_hsv_rgb(i / n * 0.9, 0.85, value))
     return colors
 
@@ -55,7 +57,7 @@ def draw_poses(
     min_score: float = 0.1,
     min_pose_score: float = 0.0,
     color_by: ColorBy = "limb",
-    keypoint_names: Sequence[str] | None = None,
+    flip_pairs: Sequence[tuple[int, int]] = (),
     show_ids: bool = True,
     max_poses: int | None = None,
     thickness: int | None = None,
@@ -73,7 +75,8 @@ def draw_poses(
         min_score: keypoints scoring under this are not drawn, nor the limbs touching them.
         color_by: ``limb`` (a color per limb, keypoints in the person color) or ``person``
             (everything in the id's color: easier to follow identities in video).
-        keypoint_names: lets ``limb`` coloring set left-side limbs apart.
+        flip_pairs: the spec's (left, right) keypoint pairs (``KeypointSpec.flip_pairs``): ``limb``
+            coloring draws the left side's limbs lighter (:func:`limb_colors`).
         show_ids: write the id (and score) above each pose.
         max_poses: draw only the best ``max_poses`` poses.
         thickness: line width in pixels (default: scales with the image size).
@@ -99,7 +102,7 @@ def draw_poses(
     thick = thickness or max(1, round(size / 320))
     radius = thick + 1
     font_scale = max(0.35, size / 1400)
-    limb_rgb = limb_colors(skeleton, keypoint_names)
+    limb_rgb = limb_colors(skeleton, flip_pairs)
     h, w = canvas.shape[:2]
 
     def point(x: float, y: float) -> tuple[int, int]:

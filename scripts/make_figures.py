@@ -166,14 +166,15 @@ def ap10k_predictions(ckpt: Path, out: Path, width: int = 400) -> Path:
     image = read_image_rgb(AP10K_IMAGE)
     gt = json.loads(AP10K_ANNOTATIONS.read_text())
     truth = _truth_keypoints([a for a in gt["annotations"] if a["image_id"] == int(AP10K_IMAGE.stem)])
-    (kps, scores), = model.predict_arrays([image])
+    kps, scores = model.predict_arrays([image])[0]
     spec, thick = model.spec, max(2, round(max(image.shape[:2]) / 200))
     panels = []
     for poses, text in ((kps[np.argsort(-scores)[:1]], f"predicted ({Path(ckpt).name})"),
                         (truth, f"ground truth; {AP10K_CREDIT}")):
         drawn = draw_poses(image, poses, spec.skeleton, min_score=0.1, flip_pairs=spec.flip_pairs,
                            thickness=thick, show_ids=False)
-        small = cv2.resize(drawn, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA)
+        height = round(image.shape[0] * width / image.shape[1])
+        small = cv2.resize(drawn, (width, height), interpolation=cv2.INTER_AREA)
         panels.append(caption(small, text))
     grid = np.hstack([panels[0], np.full((panels[0].shape[0], 4, 3), 255, np.uint8), panels[1]])
     path = out / "ap10k_predictions.jpg"
@@ -331,7 +332,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         "--metrics", type=Path, help="metrics.json of scripts/train.py or a Lightning metrics.csv"
     )
     parser.add_argument("--ap10k-ckpt", type=Path,
-                        help="a model of the AP-10K skeleton: adds ap10k_predictions.jpg (README 'Your own keypoints')")
+                        help="a model of the AP-10K skeleton: adds ap10k_predictions.jpg "
+                             "(README 'Your own keypoints')")
     parser.add_argument("--only", choices=["sample", "predictions", "curve", "ap10k"], nargs="+")
     args = parser.parse_args(argv)
     wanted = set(args.only or ["sample", "predictions", "curve", "ap10k"])

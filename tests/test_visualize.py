@@ -30,7 +30,7 @@ def test_limb_colors_and_threshold():
     kps = one_pose()
     out = draw_poses(image, kps, SPEC.skeleton, min_score=0.5, thickness=5, show_ids=False)
     assert image.sum() == 0, "the input must not be modified"
-    colors = limb_colors(SPEC.skeleton, SPEC.keypoint_names)
+    colors = limb_colors(SPEC.skeleton, SPEC.flip_pairs)
     assert len(set(colors)) == len(SPEC.skeleton)
     # Middle of the left shin (15 -> 13, limb 0) has limb 0's color.
     a, b = SPEC.skeleton[0]
@@ -91,7 +91,7 @@ def test_draws_real_annotations():
     anns = [a for a in gt["annotations"] if a["image_id"] == 197388 and a["num_keypoints"] > 0]
     kps = np.stack([np.asarray(a["keypoints"], float).reshape(-1, 3) for a in anns])
     kps[..., 2] = (kps[..., 2] > 0).astype(float)
-    out = draw_poses(image, kps, SPEC.skeleton, keypoint_names=SPEC.keypoint_names)
+    out = draw_poses(image, kps, SPEC.skeleton, flip_pairs=SPEC.flip_pairs)
     changed = np.any(out != image, axis=-1).mean()
     assert 0.005 < changed < 0.2
 
@@ -150,3 +150,35 @@ def test_make_figures_sample_and_curves(tmp_path):
         make_figures.main(
             ["--out", str(tmp_path), "--metrics", str(tmp_path / "none.json"), "--only", "curve"]
         )
+
+
+def test_draws_a_non_coco_skeleton_with_sides_from_its_flip_pairs():
+    """AP-10K (17 animal keypoints, its own skeleton): a real annotation drawn with the spec's skeleton;
+    left limbs lighter than right ones, the sides read off the flip pairs (not the names)."""
+    spec = load_spec("ap10k")
+    gt = json.loads((FIXTURES / "ap10k" / "test_ap10k.json").read_text())
+    ann = next(a for a in gt["annotations"] if a["image_id"] == 4)
+    kps = np.asarray(ann["keypoints"], float).reshape(1, -1, 3)
+    kps[..., 2] = (kps[..., 2] > 0).astype(float)
+    image = read_image_rgb(FIXTURES / "ap10k" / "000000000004.jpg")
+    colors = limb_colors(spec.skeleton, spec.flip_pairs)
+    names = spec.keypoint_names
+    limb = {(names[a], names[b]): i for i, (a, b) in enumerate(spec.skeleton)}
+    left, right = limb[("left_hip", "left_knee")], limb[("right_hip", "right_knee")]
+    # HSV value 1.0 on the left, 0.85 on the right and the centre line (neck - root of tail).
+    assert max(colors[left]) == 255 and max(colors[right]) == int(0.85 * 255)
+    assert max(colors[limb[("neck", "left_shoulder")]]) == 255  # touches the left side only
+    assert max(colors[limb[("neck", "root_of_tail")]]) == int(0.85 * 255)
+    assert len(set(colors)) == len(spec.skeleton)
+    # The sides come from the flip pairs alone: without them no limb is set apart.
+    assert {max(c) for c in limb_colors(spec.skeleton)} == {255}
+
+    out = draw_poses(image, kps, spec.skeleton, flip_pairs=spec.flip_pairs, thickness=3, show_ids=False)
+    drawn = 0
+    for i, (a, b) in enumerate(spec.skeleton):
+        if kps[0, a, 2] and kps[0, b, 2]:
+            mid = ((kps[0, a, :2] + kps[0, b, :2]) / 2).round().astype(int)
+            drawn += tuple(out[mid[1], mid[0]]) == colors[i]
+    labelled_limbs = sum(bool(kps[0, a, 2] and kps[0, b, 2]) for a, b in spec.skeleton)
+    assert labelled_limbs >= 12 and drawn >= labelled_limbs - 3, f"{drawn} of {labelled_limbs} limbs in colour"
+    assert 0.001 < np.any(out != image, axis=-1).mean() < 0.1

@@ -1,11 +1,17 @@
 """The DEKR rescoring net: predicts a pose's OKS from its shape and keypoint scores, any skeleton.
 
-Features (official layout, ``shared/docs/dekr_recipe.md``): for the spec's ``rescore_limbs``
+Features (the official layout): for the spec's ``rescore_limbs``
 (a, b), the limb vectors kp[a] - kp[b] (x, y interleaved per limb), then the limb lengths, both
 divided by the mean length of the ``rescore_torso_limbs`` (at least 1), then the K keypoint
 scores: ``3 * L + K`` inputs (74 for COCO, 59 for CrowdPose). The MLP has the official
 parameter names ``l1`` (in -> 256), ``l2`` (256 -> 256), ``l3`` (256 -> 1), so official
 ``final_rescore_*.pth`` files load strictly.
+
+A rescoring net fits one skeleton: its features are that spec's limbs and keypoints, in that order.
+Our files record the skeleton they were trained for (spec name, keypoint names, rescoring limbs);
+:func:`rescore_net_from_state` refuses a net for another spec (a recorded skeleton that differs, or
+an input size that does not fit, e.g. the official COCO net, 74 inputs, for AP-10K's 68) with
+:class:`dekr.checkpoint.ModelLoadError` naming the file and both specs.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dekr.checkpoint import ModelLoadError
 from dekr.data.spec import KeypointSpec
 
 log = logging.getLogger(__name__)
@@ -59,31 +66,89 @@ class RescoreNet(nn.Module):
         return self.l3(self.relu(self.l2(self.relu(self.l1(features)))))[:, 0]
 
 
-def load_rescore_net(path: str | Path, spec: KeypointSpec | None = None, map_location: Any = "cpu") -> RescoreNet:
-    """Load our checkpoint (``{"state_dict", "spec_name", ...}``) or an official bare state dict.
+#: Parameter names of a rescoring net (official and ours).
+RESCORE_KEYS = ("l1.weight", "l1.bias", "l2.weight", "l2.bias", "l3.weight", "l3.bias")
+
+
+def trained_skeleton(spec: KeypointSpec) -> dict[str, Any]:
+    """What a rescoring-net file records of the spec it was trained for (checked when it is loaded)."""
+    return {"spec_name": spec.name, "keypoint_names": list(spec.keypoint_names),
+            "rescore_limbs": [list(limb) for limb in spec.rescore_limbs]}
+
+
+def _describe(spec: KeypointSpec) -> str:
+    return (f"spec {spec.name!r} ({spec.num_keypoints} keypoints, {len(spec.rescore_limbs)} rescoring limbs: "
+            f"{num_features(spec)} features)")
+
+
+def rescore_net_from_state(state: dict[str, Tensor], spec: KeypointSpec, where: str,
+                           trained_for: dict[str, Any] | None = None) -> RescoreNet:
+    """A rescoring net holding ``state``, checked to fit ``spec``.
+
+    Args:
+        state: the net's tensors (``l1``, ``l2``, ``l3``; a ``module.`` prefix is dropped).
+        spec: the keypoint spec of the model it will rescore.
+        where: the file (or checkpoint) it comes from, for the errors.
+        trained_for: the skeleton it was trained for (:func:`trained_skeleton`), when recorded.
+
+    Raises:
+        ModelLoadError: not a rescoring net; ``spec`` has no rescoring limbs; or the net was trained
+            for another skeleton (recorded, or seen from its input size).
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing = sorted(set(RESCORE_KEYS) - set(state))
+    if missing:
+        raise ModelLoadError(f"{where}: not a rescoring-net checkpoint (missing {missing})")
+    if not spec.rescore_limbs:
+        raise ModelLoadError(f"rescoring net {where}: spec {spec.name!r} defines no rescore_limbs; add them to "
+                             "its YAML (scripts/make_spec.py derives them from the skeleton) to use rescoring")
+    in_features, hidden = state["l1.weight"].shape[1], state["l1.weight"].shape[0]
+    retrain = (f"train one for this skeleton with scripts/train_rescore.py --spec <{spec.name} spec>, or "
+               "turn rescoring off")
+    if trained_for and "keypoint_names" in trained_for:
+        names = tuple(trained_for["keypoint_names"])
+        limbs = tuple(tuple(limb) for limb in trained_for.get("rescore_limbs", ()))
+        if names != spec.keypoint_names or limbs != spec.rescore_limbs:
+            raise ModelLoadError(
+                f"rescoring net {where} was trained for spec {trained_for.get('spec_name')!r} ({len(names)} "
+                f"keypoints: {', '.join(names[:4])}, ...; {len(limbs)} limbs), not for the model's "
+                f"{_describe(spec)}: {retrain}")
+    if in_features != num_features(spec):
+        raise ModelLoadError(
+            f"rescoring net {where} takes {in_features} features, but the model's spec {spec.name!r} gives "
+            f"{num_features(spec)} ({spec.num_keypoints} keypoints, {len(spec.rescore_limbs)} rescoring limbs; "
+            f"the official COCO net takes 74, CrowdPose's 59): it was trained for another skeleton; {retrain}")
+    net = RescoreNet(in_features, hidden)
+    net.load_state_dict({k: state[k] for k in RESCORE_KEYS}, strict=True)
+    return net.eval()
+
+
+def load_rescore_net(path: str | Path, spec: KeypointSpec, map_location: Any = "cpu") -> RescoreNet:
+    """Load our rescoring-net file (``{"state_dict", "spec_name", "keypoint_names", "rescore_limbs",
+    ...}``, :func:`save_rescore_net`) or an official bare state dict, checked to fit ``spec``
+    (:func:`rescore_net_from_state`).
 
     Official files are legacy torch pickles of a plain state dict; they are read with
     ``weights_only=True`` (tensors only).
     """
-    obj = torch.load(path, map_location=map_location, weights_only=True)
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing = {"l1.weight", "l1.bias", "l2.weight", "l2.bias", "l3.weight", "l3.bias"} - set(state)
-    if missing:
-        raise ValueError(f"{path}: not a rescoring-net checkpoint (missing {sorted(missing)})")
-    in_features, hidden = state["l1.weight"].shape[1], state["l1.weight"].shape[0]
-    if spec is not None and in_features != num_features(spec):
-        raise ValueError(f"{path}: rescoring net takes {in_features} features but spec {spec.name!r} gives "
-                         f"{num_features(spec)} ({len(spec.rescore_limbs)} limbs, {spec.num_keypoints} keypoints)")
-    net = RescoreNet(in_features, hidden)
-    net.load_state_dict(state, strict=True)
-    return net.eval()
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ModelLoadError(f"rescoring net {path} does not exist") from None
+    except Exception as err:  # truncated zip, a pickle with objects, not a torch file
+        raise ModelLoadError(f"rescoring net {path} is not a readable PyTorch file: "
+                             f"{type(err).__name__}: {str(err)[:300]}") from err
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: not a rescoring-net checkpoint (a {type(obj).__name__})")
+    ours = isinstance(obj.get("state_dict"), dict)
+    return rescore_net_from_state(obj["state_dict"] if ours else obj, spec, str(path), obj if ours else None)
 
 
 def save_rescore_net(net: RescoreNet, path: str | Path, spec: KeypointSpec, **meta: Any) -> Path:
+    """Write ``net`` with the skeleton it was trained for (:func:`trained_skeleton`) and ``meta``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": net.state_dict(), "spec_name": spec.name, **meta}, path)
+    torch.save({"state_dict": net.state_dict(), **trained_skeleton(spec), **meta}, path)
     return path
 
 

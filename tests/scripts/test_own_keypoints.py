@@ -1,0 +1,266 @@
+"""Your own keypoints, end to end, on real AP-10K data (README "Your own keypoints").
+
+Two real AP-10K images (``tests/fixtures/ap10k``: animals, 17 keypoints of their own, categories 26
+and 1 of 54) go through the CLI as a user's dataset would:
+
+1. ``scripts/make_spec.py`` makes the spec from the annotation file and the AP-10K sigmas;
+2. ``scripts/train.py`` fine-tunes from a COCO checkpoint of ours (``model.init_from``: heads remapped
+   by keypoint name) and overfits the two images (train = val) to OKS-AP > 0.5;
+3. ``scripts/evaluate.py`` gives the training's validation AP again and writes the predictions;
+4. ``scripts/train_rescore.py`` trains a rescoring net for this skeleton from them; COCO's is refused;
+5. ``scripts/export.py`` writes ONNX with the spec in its metadata; ``scripts/infer.py`` runs the
+   checkpoint and the ONNX file on the images (drawn images, COCO json).
+
+One training (the module-scoped ``run``) serves every test. The overfit recipe is the one that made
+coco_minicoco overfit (``tests/scripts/test_train_learning.py``): training sees the evaluation view
+without augmentation (the short side at 128 px, zoom 1.5 on a 192 px square, which holds the whole
+1.38:1 and 1.5:1 images), both images in each batch (the BatchNorm statistics of training are those of
+evaluation), every animal with a centre, PyTorch's init, the small demo network.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dekr.checkpoint import load_checkpoint, save_module_checkpoint
+from dekr.config import load_section
+from dekr.data.dataset import read_image_rgb
+from dekr.data.spec import KeypointSpec, load_spec
+from dekr.finetune import transfer_from_file
+from dekr.inference.rescore import load_rescore_net, num_features
+from dekr.metrics.oks_ap import OKSAP
+from dekr.models.dekr import DEKRNet, DEKRNetConfig
+from dekr.module import DEKRModule
+
+from tests.conftest import FIXTURES, REPO_ROOT
+from tests.data.test_spec import AP10K_SIGMAS
+from tests.scripts.script_runner import run_script
+from tests.scripts.train_helpers import clean_env, run_train
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+pytestmark = pytest.mark.slow
+
+AP10K = FIXTURES / "ap10k"
+AP10K_JSON = AP10K / "test_ap10k.json"
+#: Test input size: the images' short side at evaluation (training squares are 1.5 x this).
+EVAL_SIZE = 128
+EPOCHS = 80
+#: COCO keypoint names AP-10K shares (the rest of its 17 are new to a COCO model).
+SHARED_WITH_COCO = ("left_eye", "right_eye", "nose", "left_shoulder", "left_elbow", "right_shoulder",
+                    "right_elbow", "left_hip", "left_knee", "right_hip", "right_knee")
+CPU = ["--accelerator", "cpu", "--devices", "1", "--num-workers", "0"]
+
+
+@dataclass(frozen=True)
+class OwnKeypointsRun:
+    """The files of the one AP-10K run every test of this module reads."""
+
+    folder: Path
+    spec_path: Path
+    coco_ckpt: Path
+    run_dir: Path
+    train_log: str
+    train_seconds: float
+
+    @property
+    def spec(self) -> KeypointSpec:
+        return load_spec(self.spec_path)
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.run_dir / "metrics.json").read_text())
+
+    @property
+    def best_ckpt(self) -> Path:
+        return Path(self.metrics["best_model_path"])
+
+
+def demo_net(num_keypoints: int) -> dict:
+    """The demo's W18-small network with PyTorch's init (see the module docstring)."""
+    return {**load_section("demo.yaml", "model")["net"], "num_keypoints": num_keypoints, "init": "pytorch"}
+
+
+def overfit_config(spec_path: Path, coco_ckpt: Path) -> dict:
+    """Both AP-10K images as training and validation split, trained on their evaluation view."""
+    split = {"annotations": "test_ap10k.json", "images": "."}
+    data = {"class_path": "dekr.data.datamodule.DEKRDataModule", "init_args": {
+        "dataset": "custom", "root": str(AP10K), "spec": str(spec_path), "train_split": split, "val_split": split,
+        "input_size": int(EVAL_SIZE * 1.5), "batch_size": 2, "val_batch_size": 2, "num_workers": 0,
+        "pin_memory": False, "persistent_workers": False, "min_center_area": 0.0,
+        "augmentation": {"min_scale": 1.5, "max_scale": 1.5, "max_rotation": 0.0, "max_translate": 0.0,
+                         "flip_prob": 0.0, "scale_type": "short"}}}
+    return {"data": data,
+            "trainer": {"max_epochs": EPOCHS, "check_val_every_n_epoch": EPOCHS // 2, "log_every_n_steps": 1},
+            "model": {"spec": str(spec_path), "init_from": str(coco_ckpt), "net": demo_net(17),
+                      "optim": {"lr": 0.002, "milestones": [EPOCHS]}, "loss": {"offset_factor": 0.1},
+                      "decode": {"flip_test": False, "input_size": EVAL_SIZE, "match_heatmap": False}}}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> OwnKeypointsRun:
+    folder = tmp_path_factory.mktemp("own_keypoints")
+    spec_path = folder / "ap10k.yaml"
+    run_script("make_spec.py", [str(AP10K_JSON), "--out", str(spec_path), "--name", "ap10k",
+                                "--sigmas", ",".join(str(s) for s in AP10K_SIGMAS)])
+    torch.manual_seed(0)
+    coco_ckpt = save_module_checkpoint(DEKRModule(net=demo_net(17), spec="coco"), folder / "coco.ckpt")
+    config = folder / "overfit_ap10k.yaml"
+    config.write_text(yaml.safe_dump(overfit_config(spec_path, coco_ckpt)))
+    run_dir = folder / "run"
+    started = time.perf_counter()
+    proc = run_train(["--config", "demo.yaml", "--config", str(config), "--trainer.default_root_dir", str(run_dir),
+                      "--trainer.enable_progress_bar", "false", "--pose_images.num_images", "0"],
+                     # One thread: steps this small (2 images at 192 px) gain little from a second, and two
+                     # threads on a machine busy with other jobs were 20x slower (spinning at each barrier).
+                     cwd=folder, env=clean_env(WANDB_MODE="disabled", OMP_NUM_THREADS="1"), timeout=1800)
+    return OwnKeypointsRun(folder, spec_path, coco_ckpt, run_dir, proc.stdout + proc.stderr,
+                           time.perf_counter() - started)
+
+
+def test_spec_made_by_the_script_is_the_shipped_ap10k_spec(run: OwnKeypointsRun) -> None:
+    assert run.spec == load_spec("ap10k")
+    assert run.spec.category_ids == tuple(range(1, 55)) and run.spec.pooled_category_id == 1
+
+
+def test_finetuning_from_coco_copies_the_keypoints_matched_by_name(run: OwnKeypointsRun) -> None:
+    spec, coco = run.spec, load_spec("coco")
+    net = DEKRNet(DEKRNetConfig.from_dict(demo_net(17)))
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    report = transfer_from_file(net, run.coco_ckpt, spec)
+    saved = torch.load(run.coco_ckpt, weights_only=True)["state_dict"]
+    source = {k.removeprefix("net."): v for k, v in saved.items()}
+    after = net.state_dict()
+    per_keypoint = after["offset_head.blocks.0.adapt_conv.weight"].shape[0] // 17
+    for j, name in enumerate(spec.keypoint_names):
+        rows = {"heatmap_head.final.weight": slice(j, j + 1), "offset_head.final.weight": slice(2 * j, 2 * j + 2),
+                "offset_head.blocks.0.adapt_conv.weight": slice(per_keypoint * j, per_keypoint * (j + 1))}
+        for key, target in rows.items():
+            if name in coco.keypoint_names:
+                i = coco.keypoint_names.index(name)
+                origin = source[key][i * (target.stop - target.start):(i + 1) * (target.stop - target.start)]
+            else:
+                origin = fresh[key][target]
+            assert torch.equal(after[key][target], origin), f"{key}, keypoint {name}"
+    assert torch.equal(after["heatmap_head.final.weight"][17], source["heatmap_head.final.weight"][17])  # centre
+    assert all(torch.equal(after[k], source[k]) for k in after if k.startswith("backbone."))
+    assert tuple(report.matched_keypoints) == SHARED_WITH_COCO
+    assert report.new_keypoints == ["neck", "root_of_tail", "left_front_paw", "right_front_paw", "left_back_paw",
+                                    "right_back_paw"]
+    # scripts/train.py applied it and said so.
+    assert f"keypoints taken from the source (11): {', '.join(SHARED_WITH_COCO)}" in run.train_log
+    assert "new keypoints, fresh (6): neck, root_of_tail, left_front_paw" in run.train_log
+    assert f"initialised from {run.coco_ckpt}" in run.train_log
+
+
+def test_overfits_the_two_images_to_oks_ap_above_one_half(run: OwnKeypointsRun) -> None:
+    metrics = run.metrics
+    losses = [row["train/epoch_loss"] for row in metrics["history"]]
+    aps = [row["val/AP"] for row in metrics["history"] if "val/AP" in row]
+    assert metrics["best_score"] > 0.5, (f"OKS-AP (AP-10K sigmas) on the training images by validation: {aps} "
+                                         f"({EPOCHS} epochs, {run.train_seconds:.0f} s)")
+    assert losses[0] / losses[-1] >= 5, f"training loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+
+
+@pytest.fixture(scope="module")
+def evaluated(run: OwnKeypointsRun) -> tuple[dict[str, float], Path]:
+    """scripts/evaluate.py on the run's config and best checkpoint: (figures, predictions json)."""
+    import evaluate
+
+    predictions = run.folder / "ap10k_predictions.json"
+    stats = evaluate.main(["--config", str(run.run_dir / "config.yaml"), "--ckpt", str(run.best_ckpt),
+                           *CPU, "--out", str(predictions)])
+    return stats, predictions
+
+
+def test_evaluation_gives_the_validation_ap_of_training(run: OwnKeypointsRun, evaluated) -> None:
+    stats, predictions = evaluated
+    assert stats["AP"] == pytest.approx(run.metrics["best_score"], abs=1e-6)
+    results = json.loads(predictions.read_text())
+    assert results and {r["category_id"] for r in results} == {1}
+    assert {r["image_id"] for r in results} == {4, 37516}
+
+
+def test_rescoring_net_for_the_skeleton_and_coco_nets_refused(run: OwnKeypointsRun, evaluated, capsys) -> None:
+    import evaluate
+    import infer
+    import train_rescore
+
+    _, predictions = evaluated
+    ours = train_rescore.main(["--spec", str(run.spec_path), "--gt", str(AP10K_JSON), "--preds", str(predictions),
+                               "--out", str(run.folder / "rescore_ap10k.pth"), "--epochs", "50",
+                               "--batch-size", "8"])
+    assert load_rescore_net(ours, run.spec).l1.in_features == num_features(run.spec) == 68
+    stats = evaluate.main(["--config", str(run.run_dir / "config.yaml"), "--ckpt", str(run.best_ckpt), *CPU,
+                           "--rescore", str(ours), "--out", str(run.folder / "rescored.json")])
+    assert f"rescore={ours}" in capsys.readouterr().out and 0.0 <= stats["AP"] <= 1.0
+
+    # COCO's rescoring net (trained on real COCO predictions by the same script) and the official
+    # CrowdPose one do not fit this skeleton: refused, naming the file and the spec.
+    coco = train_rescore.main(["--spec", "coco", "--gt", str(FIXTURES / "coco" / "test_coco.json"),
+                               "--preds", str(FIXTURES / "reference_preds" / "example_coco_preds.json"),
+                               "--out", str(run.folder / "rescore_coco.pth"), "--epochs", "1"])
+    crowdpose = FIXTURES / "reference" / "final_rescore_crowd_pose_kpt.pth"
+    with pytest.raises(SystemExit, match=rf"rescoring net {re.escape(str(coco))} was trained for spec 'coco'.*not "
+                                         r"for the model's spec 'ap10k'"):
+        evaluate.main(["--config", str(run.run_dir / "config.yaml"), "--ckpt", str(run.best_ckpt), *CPU,
+                       "--rescore", str(coco), "--out", str(run.folder / "never.json")])
+    with pytest.raises(SystemExit, match=rf"rescoring net {re.escape(str(crowdpose))} takes 59 features, but "
+                                         r"the model's spec 'ap10k' gives 68"):
+        infer.main(["--ckpt", str(run.best_ckpt), "--input", str(AP10K), "--out", str(run.folder / "never"),
+                    "--device", "cpu", "--quiet", "--decode", f"rescore={crowdpose}"])
+    assert not (run.folder / "never").exists()
+
+
+def test_onnx_export_carries_the_spec_and_infer_runs_both(run: OwnKeypointsRun) -> None:
+    import export
+    import infer
+
+    onnx_path = run.folder / "ap10k.onnx"
+    report = export.main(["--ckpt", str(run.best_ckpt), "--out", str(onnx_path)])
+    assert report["spec"] == "ap10k"
+    assert all(max(row["heatmaps"], row["offsets"]) < 1e-4 for row in report["exports"]["onnx"]["check"])
+    exported = load_checkpoint(onnx_path)
+    assert exported.format == "onnx" and exported.spec == run.spec and exported.decode["input_size"] == EVAL_SIZE
+
+    outputs = {}
+    for name, model in (("ckpt", run.best_ckpt), ("onnx", onnx_path)):
+        out = run.folder / f"infer_{name}"
+        summary = infer.main(["--ckpt", str(model), "--input", str(AP10K), "--out", str(out), "--device", "cpu",
+                              "--quiet"])
+        assert summary["processed"] == 2 and summary["error"] is None
+        for stem in ("000000000004", "000000037516"):
+            drawn, image = read_image_rgb(out / "images" / f"{stem}.jpg"), read_image_rgb(AP10K / f"{stem}.jpg")
+            assert drawn.shape == image.shape
+            changed = np.abs(drawn.astype(int) - image).max(axis=-1) > 60  # beyond JPEG noise
+            assert changed.mean() > 0.002, f"{stem}: no skeleton drawn"
+        category = json.loads((out / "images.json").read_text())["categories"]
+        assert [c["id"] for c in category] == [1] and category[0]["keypoints"] == list(run.spec.keypoint_names)
+        outputs[name] = json.loads((out / "results.json").read_text())
+        metric = OKSAP(str(AP10K_JSON), run.spec, backend="pycocotools")
+        metric.update_from_results(outputs[name], [4, 37516])
+        assert metric.compute_with("pycocotools")["AP"] > 0.5, name
+    best = {name: {r["image_id"]: max((p for p in res if p["image_id"] == r["image_id"]), key=lambda p: p["score"])
+                   for r in res} for name, res in outputs.items()}
+    for image_id, pose in best["ckpt"].items():
+        other = best["onnx"][image_id]
+        assert np.abs(np.subtract(pose["keypoints"], other["keypoints"])).max() < 0.5
+        assert pose["score"] == pytest.approx(other["score"], abs=1e-3)
+
+
+def test_readme_figure_command(run: OwnKeypointsRun, tmp_path: Path) -> None:
+    """``python scripts/make_figures.py --ap10k-ckpt ... --only ap10k`` (docs/figures/ap10k_predictions.jpg)."""
+    import make_figures
+
+    (figure,) = make_figures.main(["--ap10k-ckpt", str(run.best_ckpt), "--out", str(tmp_path), "--only", "ap10k"])
+    assert figure.name == "ap10k_predictions.jpg" and figure.stat().st_size < 150_000
+    assert read_image_rgb(figure).shape[1] > 600

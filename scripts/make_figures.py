@@ -212,37 +212,15 @@ def read_history(path: Path) -> list[dict[str, float]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def validation_interval(metrics: Path) -> int | None:
-    """``trainer.check_val_every_n_epoch`` of the run config next to ``metrics.json``, if any."""
-    import yaml
-
-    config = metrics.parent / "config.yaml"
-    if not config.is_file():
-        return None
-    try:
-        value = ((yaml.safe_load(config.read_text()) or {}).get("trainer") or {}).get(
-            "check_val_every_n_epoch"
-        )
-    except (yaml.YAMLError, AttributeError):
-        return None
-    return int(value) if isinstance(value, int) and value > 0 else None
-
-
-def _series(
-    rows: list[dict[str, float]], keys: Sequence[str], dedupe: bool, every: int | None = None
-) -> tuple[str | None, list, list]:
+def _series(rows: list[dict[str, float]], keys: Sequence[str]) -> tuple[str | None, list, list]:
+    """(the first of ``keys`` present, epochs counted from 1, values) of the rows holding it: a
+    metrics.json history or a Lightning CSV has a validation metric in the epochs that validated."""
     key = next((k for k in keys if any(k in r for r in rows)), None)
     xs, ys = [], []
     if key is None:
         return None, xs, ys
     for row in rows:
         if key in row and math.isfinite(row[key]):
-            # Epoch histories repeat the last validation value until the next one: keep the
-            # validation epochs (known interval), else the changes.
-            if every and (int(row.get("epoch", 0)) + 1) % every:
-                continue
-            if dedupe and not every and ys and row[key] == ys[-1]:
-                continue
             xs.append(row.get("epoch", len(xs)) + 1)
             ys.append(row[key])
     return key, xs, ys
@@ -308,9 +286,8 @@ def training_curve(metrics: Path, out: Path) -> Path:
     rows = read_history(metrics)
     if not rows:
         raise SystemExit(f"error: {metrics} holds no per-epoch metrics")
-    loss_key, lx, ly = _series(rows, LOSS_KEYS, dedupe=False)
-    every = validation_interval(metrics) if metrics.suffix == ".json" else None
-    ap_key, ax, ay = _series(rows, AP_KEYS, dedupe=True, every=every)
+    loss_key, lx, ly = _series(rows, LOSS_KEYS)
+    ap_key, ax, ay = _series(rows, AP_KEYS)
     if loss_key is None and ap_key is None:
         keys = sorted({k for r in rows for k in r})
         raise SystemExit(

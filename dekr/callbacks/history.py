@@ -11,8 +11,10 @@ from lightning.pytorch.callbacks import Callback
 
 
 class EpochHistory(Callback):
-    """Records the scalar ``trainer.callback_metrics`` (epoch aggregates, last validation) at the
-    end of every training epoch; ``history`` is a list of dicts with ``epoch`` and ``step``.
+    """Records the scalar ``trainer.callback_metrics`` at the end of every training epoch;
+    ``history`` is a list of dicts with ``epoch`` and ``step``. Validation metrics (names starting
+    with ``validation_prefix``) appear only in the rows of the epochs that ran a validation, so
+    ``[row["val/AP"] for row in history if "val/AP" in row]`` has one value per validation.
 
     When ``fit`` ends, rank 0 writes ``metrics_file`` in the run folder (``trainer.default_root_dir``):
     ``best_score``, ``monitor``, ``best_model_path`` and ``last_model_path`` of the checkpoint
@@ -20,18 +22,27 @@ class EpochHistory(Callback):
 
     Args:
         metrics_file: file name in the run folder; ``None`` writes nothing.
+        validation_prefix: how the names of the module's validation metrics start.
     """
 
-    def __init__(self, metrics_file: str | None = "metrics.json") -> None:
+    def __init__(self, metrics_file: str | None = "metrics.json", validation_prefix: str = "val/") -> None:
         self.metrics_file = metrics_file
+        self.validation_prefix = validation_prefix
         self.history: list[dict[str, Any]] = []
         self.written: Path | None = None  # the metrics file, once written
+        self._validated = False  # whether a validation ran in this training epoch
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        row.update(_scalars(trainer))
+        # callback_metrics keep the last validation's values in every later epoch
+        row.update({key: value for key, value in _scalars(trainer).items()
+                    if self._validated or not key.startswith(self.validation_prefix)})
+        self._validated = False
         self.history.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -64,3 +75,4 @@ class EpochHistory(Callback):
 def _scalars(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()
             if getattr(value, "numel", lambda: 1)() == 1}
+

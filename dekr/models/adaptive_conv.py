@@ -206,9 +206,11 @@ def _deform_conv(input: Tensor, weight: Tensor, bias: Tensor | None, dilation: i
     # Differentiable casts (no-ops in plain float32): autograd takes the gradients back to the
     # callers' dtypes; the chunked function then runs with autocast off, on exactly these dtypes.
     input, weight, offsets = input.to(sample_dtype), weight.to(product_dtype), offsets.to(sample_dtype)
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
         # Exporters record operators, not a Python autograd function, and a chunk loop would
-        # freeze the traced sizes.
+        # freeze the traced sizes. torch.compile plans memory itself (its partitioner chooses what
+        # the backward recomputes); chunks planned from the input's size would add size guards
+        # and a recompilation (minutes on a CPU) for every new validation image size.
         out = _convolve_chunk(input, weight, dilation, groups, _Chunk(groups), offsets)
         return out if bias is None else out + bias[None, :, None, None]
     n, _, h, w = input.shape

@@ -5,9 +5,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-from dekr.models.adaptive_conv import AdaptiveBackend, AdaptiveConv2d, affine_grid_offsets
+from dekr.models.adaptive_conv import AdaptiveBackend, AdaptiveConv2d
 
 OffsetBlockType = Literal["adaptive", "basic"]
 
@@ -69,7 +68,7 @@ class OffsetHead(nn.Module):
     Disentangled (official): a 1x1 transition to K*c channels, split into K branches of c
     channels, each with ``num_blocks`` adaptive (or plain "basic") blocks and a 1x1 conv to
     (x, y). The K branches are computed together as grouped convolutions (``groups=K``), which
-    is numerically the official per-keypoint loop (see :meth:`forward_per_keypoint`).
+    is numerically the official per-keypoint loop (``benchmarks/per_keypoint_loop.py``).
     Not disentangled (ablation): one shared branch of K*c channels regresses all 2K offsets.
     """
 
@@ -109,31 +108,3 @@ class OffsetHead(nn.Module):
             x = block(x)
         return self.final(x)
 
-    def forward_per_keypoint(self, features: Tensor) -> Tensor:
-        """Reference: the official per-keypoint Python loop with torchvision's deformable conv.
-
-        Same weights, same result as :meth:`forward` for the disentangled adaptive head in eval
-        mode (BN running statistics); used by tests and ``benchmarks/model.py``.
-        """
-        if self.groups != self.num_keypoints or not all(isinstance(b, AdaptiveBlock) for b in self.blocks):
-            raise ValueError("forward_per_keypoint needs the disentangled adaptive head")
-        c = self.channels_per_keypoint
-        x_all = self.transition(features)
-        outputs = []
-        for k in range(self.num_keypoints):
-            ch = slice(k * c, (k + 1) * c)
-            x = x_all[:, ch]
-            for blk in self.blocks:
-                conv = blk.adapt_conv
-                m = nn.functional.conv2d(x, conv.transform_matrix_conv.weight[4 * k:4 * k + 4],
-                                         conv.transform_matrix_conv.bias[4 * k:4 * k + 4], padding=1)
-                t = nn.functional.conv2d(x, conv.translation_conv.weight[2 * k:2 * k + 2],
-                                         conv.translation_conv.bias[2 * k:2 * k + 2], padding=1)
-                y = tv_deform_conv2d(x, affine_grid_offsets(m, t), conv.weight[ch],
-                                     padding=conv.dilation, dilation=conv.dilation)
-                bn = blk.bn
-                y = nn.functional.batch_norm(y, bn.running_mean[ch], bn.running_var[ch], bn.weight[ch], bn.bias[ch],
-                                             bn.training, bn.momentum, bn.eps)
-                x = torch.relu(y + x)
-            outputs.append(nn.functional.conv2d(x, self.final.weight[2 * k:2 * k + 2], self.final.bias[2 * k:2 * k + 2]))
-        return torch.cat(outputs, dim=1)

@@ -40,6 +40,10 @@ from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
 log = logging.getLogger(__name__)
 
+#: Key of our checkpoints holding the keypoint spec's contents (:meth:`KeypointSpec.to_dict`);
+#: ``hyper_parameters["spec"]`` holds the name or path it was configured with.
+SPEC_CONTENTS_KEY = "keypoint_spec"
+
 #: Checkpoints without a spec (official, MMPose, SuperGradients): the spec by the number of keypoints.
 SPEC_BY_NUM_KEYPOINTS = {17: "coco", 14: "crowdpose"}
 
@@ -136,6 +140,7 @@ def save_module_checkpoint(module: L.LightningModule, path: str | Path) -> Path:
         "epoch": 0,
         "global_step": 0,
     }
+    module.on_save_checkpoint(checkpoint)  # what the module adds to every checkpoint (its spec's contents)
     return atomic_torch_save(checkpoint, path)
 
 
@@ -156,7 +161,11 @@ def _is_ours(raw: Any) -> bool:
     return isinstance(raw, Mapping) and "hyper_parameters" in raw and isinstance(raw.get("state_dict"), Mapping)
 
 
-def _convert_ours(raw: Mapping[str, Any]) -> tuple[ConvertedCheckpoint, str | None]:
+#: A recorded spec: its name or path, or its contents (our checkpoints since they carry them).
+RecordedSpec = str | dict[str, Any] | None
+
+
+def _convert_ours(raw: Mapping[str, Any]) -> tuple[ConvertedCheckpoint, RecordedSpec]:
     hparams = dict(raw["hyper_parameters"])
     net = dict(hparams.get("net") or {})
     net["pretrained_backbone"] = False  # the checkpoint holds the backbone
@@ -165,7 +174,9 @@ def _convert_ours(raw: Mapping[str, Any]) -> tuple[ConvertedCheckpoint, str | No
     decode = dict(hparams.get("decode") or {})
     # A converted zoo checkpoint keeps the rescoring net of its source next to the network.
     rescore = raw.get("rescore_state")
-    return ConvertedCheckpoint("ours", config, net_state, dict(rescore) if rescore else None, decode), hparams.get("spec")
+    # The carried contents first: the spec file named in the hyper-parameters may be elsewhere now.
+    recorded = raw.get(SPEC_CONTENTS_KEY) or hparams.get("spec")
+    return ConvertedCheckpoint("ours", config, net_state, dict(rescore) if rescore else None, decode), recorded
 
 
 def _foreign_converters() -> list[Callable[[Any], ConvertedCheckpoint | None]]:
@@ -174,10 +185,10 @@ def _foreign_converters() -> list[Callable[[Any], ConvertedCheckpoint | None]]:
     return [convert_official, convert_mmpose, convert_supergradients]
 
 
-def convert_checkpoint(raw: Any, where: str = "<checkpoint>") -> tuple[ConvertedCheckpoint, str | None]:
+def convert_checkpoint(raw: Any, where: str = "<checkpoint>") -> tuple[ConvertedCheckpoint, RecordedSpec]:
     """Recognise ``raw`` (what ``torch.load`` returned) and convert it to our layout.
 
-    Returns the converted checkpoint and the spec name it records (ours only; None otherwise).
+    Returns the converted checkpoint and the spec it records (ours only; None otherwise).
 
     Raises:
         ModelLoadError: no known format, or a known format whose tensors do not fit (listing them).
@@ -196,7 +207,7 @@ def convert_checkpoint(raw: Any, where: str = "<checkpoint>") -> tuple[Converted
                          f"SuperGradients .pth, .onnx); it starts with {keys}")
 
 
-def _resolve_spec(recorded: str | None, num_keypoints: int, wanted: str | KeypointSpec | None,
+def _resolve_spec(recorded: RecordedSpec, num_keypoints: int, wanted: str | KeypointSpec | None,
                   where: str) -> KeypointSpec:
     """The checkpoint's spec (recorded, or by K) checked against the one the caller wants."""
     name = recorded or SPEC_BY_NUM_KEYPOINTS.get(num_keypoints)
@@ -235,7 +246,7 @@ def build_net(config: DEKRNetConfig, state: Mapping[str, Tensor], where: str) ->
     return net.eval()
 
 
-def _rescore_net(state: Mapping[str, Tensor] | None, spec: KeypointSpec, where: str, own_spec: str | None) -> Any:
+def _rescore_net(state: Mapping[str, Tensor] | None, spec: KeypointSpec, where: str, own_spec: RecordedSpec) -> Any:
     """The rescoring net a checkpoint carries, checked to fit ``spec`` (it was trained for the
     checkpoint's own spec, ``own_spec``)."""
     if state is None:

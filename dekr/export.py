@@ -19,7 +19,6 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +66,8 @@ def spec_metadata(spec: KeypointSpec, decode: dict[str, Any] | None = None, **ex
     """ONNX metadata: the keypoint spec (everything decoding needs) and ``decode``, the decode options
     the model sets explicitly (:attr:`dekr.checkpoint.LoadedModel.decode`; layer 3 of
     :mod:`dekr.inference.config`)."""
-    spec_dict = {k: v for k, v in asdict(spec).items() if k != "extra"}
     meta = {
-        "dekr.spec": json.dumps(spec_dict),
+        "dekr.spec": json.dumps(spec.to_dict()),
         "dekr.decode": json.dumps(decode or {}, default=str),
         "dekr.outputs": "heatmaps (N, K+1, H/4, W/4): K keypoints then the center; "
         "offsets (N, 2K, H/4, W/4): (x, y) per keypoint in output pixels, keypoint = pixel - offset",

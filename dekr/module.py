@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from dekr.checkpoint import SPEC_CONTENTS_KEY
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.dataclass_config import as_config
 from dekr.losses import LossConfig, dekr_loss
@@ -62,7 +63,8 @@ class DEKRModule(L.LightningModule):
     Args:
         net: architecture (backbone, K, head widths, ablation switches, init); its ImageNet
             ``pretrained_backbone`` is loaded when ``fit`` starts without a checkpoint to resume.
-        spec: keypoint spec name (``coco``, ``crowdpose``) or path to a spec YAML.
+        spec: keypoint spec name (``coco``, ``crowdpose``), path to a spec YAML, or its contents
+            (a dict, as :meth:`from_checkpoint` passes the one a checkpoint carries).
         loss: loss factors.
         optim: optimiser and LR schedule.
         decode: test-time decoding options (fields of ``dekr.inference.DecodeConfig``); ``None``
@@ -82,7 +84,7 @@ class DEKRModule(L.LightningModule):
     def __init__(
         self,
         net: DEKRNetConfig | None = None,
-        spec: str = "coco",
+        spec: str | dict[str, Any] = "coco",
         loss: LossConfig | None = None,
         optim: OptimConfig | None = None,
         decode: dict[str, Any] | None = None,
@@ -316,6 +318,11 @@ class DEKRModule(L.LightningModule):
             self._log_metric(self.test_metric, "test")
 
     # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The spec's contents go with the weights (``hyper_parameters["spec"]`` is only its name or
+        path), so the checkpoint loads where the spec file is not."""
+        checkpoint[SPEC_CONTENTS_KEY] = self.spec.to_dict()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, with the differing fields named, to resume from another architecture or spec
         (Lightning calls this before it loads the weights)."""
@@ -337,7 +344,7 @@ class DEKRModule(L.LightningModule):
         user = ("from_checkpoint(decode=...)", kwargs.pop("decode", None))
         decode = merge_decode_options(loaded.decode_layer, user)
         kwargs.pop("net", None)
-        module = cls(net=loaded.net.config.to_dict(), spec=spec or loaded.spec.name, decode=decode, **kwargs)
+        module = cls(net=loaded.net.config.to_dict(), spec=spec or loaded.spec.to_dict(), decode=decode, **kwargs)
         module.net.load_state_dict(loaded.net.state_dict())
         # Kept out of the module registry (not a trained part: no optimizer, no state dict entry);
         # used by evaluation as the checkpoint's authors did.

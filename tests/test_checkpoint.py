@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,29 @@ def test_load_our_checkpoint(small_model):
     with torch.no_grad():
         for a, b in zip(ref(x), model.net(x)):
             torch.testing.assert_close(a, b)
+
+
+def test_checkpoint_carries_its_spec_and_loads_without_the_spec_file(tmp_path: Path) -> None:
+    """A checkpoint trained with a spec file of one's own keeps loading after that file moves."""
+    from dekr.checkpoint import SPEC_CONTENTS_KEY
+    from dekr.data.spec import load_spec
+    from dekr.module import DEKRModule
+
+    spec_file = tmp_path / "my_animals.yaml"
+    shipped = resources.files("dekr.data") / "specs" / "ap10k.yaml"
+    spec_file.write_text(shipped.read_text().replace("name: ap10k", "name: my_animals"))
+    path = small_checkpoint(tmp_path / "animals.ckpt", spec=str(spec_file))
+    saved = torch.load(path, weights_only=True)
+    assert saved["hyper_parameters"]["spec"] == str(spec_file)
+    assert saved[SPEC_CONTENTS_KEY] == load_spec(spec_file).to_dict()
+    spec_file.unlink()
+    model = load_checkpoint(path)
+    assert model.spec.name == "my_animals" and model.spec == load_spec(saved[SPEC_CONTENTS_KEY])
+    assert model.spec.keypoint_names[:2] == ("left_eye", "right_eye") and model.spec.category_ids[0] == 1
+    module = DEKRModule.from_checkpoint(str(path))  # e.g. to evaluate or keep training it
+    assert module.spec == model.spec
+    with pytest.raises(ModelLoadError, match="chosen spec 'coco' has 17"):
+        load_checkpoint(path, spec="coco")  # another skeleton of the same size is still refused
 
 
 def test_run_config_gives_the_test_input_size(tmp_path):

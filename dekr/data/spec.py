@@ -6,7 +6,7 @@ COCO-format dataset needs only a new spec file, passed by path; nothing in the c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,11 @@ class KeypointSpec:
             index[a], index[b] = b, a
         return index
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's contents as plain lists and values (what :meth:`from_dict` reads back): what a
+        checkpoint and an ONNX export carry, so that they load without the spec file."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> KeypointSpec:
         missing = {"name", "keypoint_names", "flip_pairs", "sigmas"} - set(data)
@@ -102,9 +107,14 @@ def shipped_specs() -> list[str]:
     return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
 
 
-def load_spec(name_or_path: str | Path) -> KeypointSpec:
-    """Load a spec by bare name (``coco`` -> the package's ``dekr/data/specs/coco.yaml``) or by
-    path to a YAML file (a spec, or a dataset config holding one under ``spec:``)."""
+def load_spec(name_or_path: str | Path | dict[str, Any] | KeypointSpec) -> KeypointSpec:
+    """Load a spec by bare name (``coco`` -> the package's ``dekr/data/specs/coco.yaml``), by
+    path to a YAML file (a spec, or a dataset config holding one under ``spec:``), or from its
+    contents (a dict of :meth:`KeypointSpec.to_dict`, e.g. the one a checkpoint carries)."""
+    if isinstance(name_or_path, KeypointSpec):
+        return name_or_path
+    if isinstance(name_or_path, dict):
+        return KeypointSpec.from_dict(name_or_path, source=f"spec {name_or_path.get('name', '?')!r} (contents)")
     path = Path(name_or_path)
     if path.is_file():
         text, source = path.read_text(), str(path)
@@ -122,3 +132,8 @@ def load_spec(name_or_path: str | Path) -> KeypointSpec:
     if isinstance(data, dict) and "spec" in data and "keypoint_names" not in data:
         data = data["spec"]
     return KeypointSpec.from_dict(data, source=source)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (of tuples) -> lists, as YAML and JSON write them."""
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value

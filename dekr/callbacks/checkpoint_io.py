@@ -2,7 +2,6 @@
 ModelCheckpoint whose ``last.ckpt`` is always the latest epoch."""
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -25,17 +24,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not support storage_options, got {storage_options!r}")
         if not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, path)
-        os.chmod(path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
+        atomic_torch_save(checkpoint, path)  # with the permissions a plain open() gives (dekr.file_publish)
 
 
 class LastAndBestCheckpoint(ModelCheckpoint):

@@ -2,8 +2,10 @@
 
 ``configs/demo_ap10k.yaml`` (the demo on synthetic figures of AP-10K's quadruped skeleton: 17
 keypoints with their own names, flip pairs and OKS sigmas; :class:`dekr.data.synthetic_figures.SkeletonFigure`),
-shortened to a few CPU minutes: OKS-AP on its synthetic validation figures, with the AP-10K sigmas,
-rises from the first validation to >= 0.5.
+shortened to about three CPU minutes (18 epochs instead of 40): OKS-AP on its synthetic validation
+figures, with the AP-10K sigmas, rises from the first validation to >= 0.5 (seen with 16 epochs: 0.28
+at epoch 8, 0.50 at 16). Batches of 2, as the config has: at the same cost, 12 epochs in batches of 4
+reached 0.28, 12 in batches of 2 0.40.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from tests.scripts.train_helpers import run_train
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 16
+EPOCHS = 18
 
 
 @pytest.mark.timeout(1800)

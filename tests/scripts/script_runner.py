@@ -9,13 +9,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 # Variables of the calling shell (a SLURM job, a DDP launch, W&B login) that must not leak into a run.
-_LEAKING_PREFIXES = ("WANDB_", "SLURM_", "MASTER_", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
+LEAKING_PREFIXES = ("WANDB_", "SLURM_", "MASTER_", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment less the launcher / W&B variables, with the repo importable,
     one OpenMP thread and no netrc; ``extra`` added last."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKING_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKING_PREFIXES)}
     env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "NETRC": "/nonexistent"}, **extra)
     return env
 

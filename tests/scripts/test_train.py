@@ -18,7 +18,7 @@ from dekr.data.transforms import AugmentationConfig
 from dekr.models.dekr import DEKRNetConfig
 from dekr.module import DEKRModule
 from dekr.training import trainer_kwargs
-from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train
+from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train, train_in_process
 from tests.scripts.wandb_reader import history
 
 
@@ -164,23 +164,23 @@ def test_wandb_disabled_is_respected(tmp_path: Path) -> None:
     assert not list(root.rglob("*.wandb"))
 
 
-def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+def test_unknown_key_names_key_and_file(tmp_path: Path, monkeypatch, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  net:\n    backbone: hrnet_w18_small\n    bogus_width: 3\n")
-    result = run_train(["--config", "demo.yaml", "--config", str(bad)], cwd=tmp_path, check=False)
-    assert result.returncode == 2
-    assert f"{bad}: key 'model.net.bogus_width'" in result.stderr
+    code, stderr = train_in_process(["--config", "demo.yaml", "--config", str(bad)], tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert f"{bad}: key 'model.net.bogus_width'" in stderr
 
 
-def test_wrong_type_names_the_key(tmp_path: Path) -> None:
-    result = run_train(["--config", "demo", "--model.optim.lr", "fast"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "model.optim" in result.stderr and "fast" in result.stderr
-    assert "(command line)" in result.stderr  # not demo.yaml, which sets other model.optim values
+def test_wrong_type_names_the_key(tmp_path: Path, monkeypatch, capsys) -> None:
+    code, stderr = train_in_process(["--config", "demo", "--model.optim.lr", "fast"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and "model.optim" in stderr and "fast" in stderr
+    assert "(command line)" in stderr  # not demo.yaml, which sets other model.optim values
 
 
-def test_unknown_config_name_lists_available(tmp_path: Path) -> None:
-    result = run_train(["--config", "w99.yaml"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "w99.yaml" in result.stderr and "demo.yaml" in result.stderr
+def test_unknown_config_name_lists_available(tmp_path: Path, monkeypatch, capsys) -> None:
+    code, stderr = train_in_process(["--config", "w99.yaml"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and "w99.yaml" in stderr and "demo.yaml" in stderr
 
 
 def test_missing_dataset_path_is_named(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """scripts/train.py fails fast, once: a paper config on a machine that cannot run it.
 
-Each case runs the real script in a subprocess from an empty folder and checks that the message
-names every cause, that the exit code is non-zero, and that nothing was left behind (no run
-folder, no W&B run): the checks run in the launching process before anything starts.
+Each case runs the real script's ``main`` from an empty folder (in this process; in a subprocess
+where the rank or the network settings matter, which torch and huggingface_hub read when they load)
+and checks that the message names every cause, that the exit code is non-zero, and that nothing was
+left behind (no run folder, no W&B run): the checks run in the launching process before anything
+starts.
 """
 from __future__ import annotations
 
@@ -10,30 +12,42 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts.train_helpers import REPO, clean_env, run_train
+from tests.scripts.train_helpers import REPO, clean_env, run_train, train_in_process
 
 MINICOCO = REPO / "tests" / "fixtures" / "coco_minicoco"
 
 
-def _fail(args: list[str], cwd: Path, **env: str) -> str:
+def _fail_in_subprocess(args: list[str], cwd: Path, **env: str) -> str:
     result = run_train(args, cwd=cwd, check=False, timeout=120, env=clean_env(**env))
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-4000:]
     assert list(cwd.iterdir()) == [], f"left behind: {list(cwd.iterdir())}"
     return result.stderr
 
 
-def test_w48_without_data_gives_one_message(tmp_path: Path) -> None:
-    stderr = _fail(["--config", "w48.yaml"], tmp_path)
+@pytest.fixture
+def fail(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``fail(args, cwd)``: scripts/train.py's main in this process must exit with 2, leaving ``cwd``
+    empty; returns its stderr."""
+    def run(args: list[str], cwd: Path) -> str:
+        code, stderr = train_in_process(args, cwd, monkeypatch, capsys)
+        assert code == 2, stderr[-4000:]
+        assert list(cwd.iterdir()) == [], f"left behind: {list(cwd.iterdir())}"
+        return stderr
+    return run
+
+
+def test_w48_without_data_gives_one_message(tmp_path: Path, fail) -> None:
+    stderr = fail(["--config", "w48.yaml"], tmp_path)
     assert stderr.count("error:") == 1, stderr
     assert "dataset root data/coco (--data.init_args.root) does not exist" in stderr
     assert "annotations/person_keypoints_train2017.json + images/train2017/" in stderr
     assert "Traceback" not in stderr
 
 
-def test_all_problems_in_one_message(tmp_path: Path) -> None:
+def test_all_problems_in_one_message(tmp_path: Path, fail) -> None:
     cwd = tmp_path / "empty"
     cwd.mkdir()
-    stderr = _fail(["--config", "w32_crowdpose.yaml", "--trainer.devices", "8",
+    stderr = fail(["--config", "w32_crowdpose.yaml", "--trainer.devices", "8",
                     "--model.init_from", str(tmp_path / "missing.ckpt")], cwd)
     assert stderr.count("error:") == 1, stderr
     assert "3 problem(s)" in stderr
@@ -42,16 +56,16 @@ def test_all_problems_in_one_message(tmp_path: Path) -> None:
     assert "missing.ckpt (--model.init_from) does not exist" in stderr
 
 
-def test_a_split_that_cannot_make_40_images_lists_the_choices(tmp_path: Path) -> None:
-    stderr = _fail(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO),
+def test_a_split_that_cannot_make_40_images_lists_the_choices(tmp_path: Path, fail) -> None:
+    stderr = fail(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO),
                     "--trainer.accelerator", "cpu", "--trainer.devices", "3"], tmp_path)
     assert "data.global_batch_size=40 images per step cannot be split evenly over 3 device(s)" in stderr
     assert "Device counts that can: [1, 2, 4, 5, 8, 10, 20, 40]" in stderr
 
 
-def test_missing_pretrained_file_names_the_file_and_the_option(tmp_path: Path) -> None:
+def test_missing_pretrained_file_names_the_file_and_the_option(tmp_path: Path, fail) -> None:
     weights = tmp_path.parent / "hrnetv2_w32_imagenet_pretrained.pth"
-    stderr = _fail(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO),
+    stderr = fail(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO),
                     "--model.net.pretrained_backbone", str(weights)], tmp_path)
     assert stderr.count("error:") == 1 and str(weights) in stderr
     assert "model.net.pretrained_backbone" in stderr
@@ -60,8 +74,8 @@ def test_missing_pretrained_file_names_the_file_and_the_option(tmp_path: Path) -
 def test_imagenet_weights_without_network_or_cache_fail_fast(tmp_path: Path) -> None:
     run, cache = tmp_path / "run", tmp_path / "hf"
     run.mkdir()
-    stderr = _fail(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO)], run,
-                   HF_HOME=str(cache), HF_HUB_OFFLINE="1")
+    stderr = _fail_in_subprocess(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO)], run,
+                                 HF_HOME=str(cache), HF_HUB_OFFLINE="1")
     assert stderr.count("error:") == 1, stderr
     assert "hrnet_w32" in stderr and "model.net.pretrained_backbone" in stderr
 
@@ -69,5 +83,5 @@ def test_imagenet_weights_without_network_or_cache_fail_fast(tmp_path: Path) -> 
 @pytest.mark.parametrize("rank_env", [{"SLURM_PROCID": "1"}, {"RANK": "3"}])
 def test_only_rank_zero_reports(tmp_path: Path, rank_env: dict[str, str]) -> None:
     # Under SLURM every task runs the launcher checks: all exit non-zero, one prints.
-    stderr = _fail(["--config", "w48.yaml"], tmp_path, **rank_env)
+    stderr = _fail_in_subprocess(["--config", "w48.yaml"], tmp_path, **rank_env)
     assert "error:" not in stderr

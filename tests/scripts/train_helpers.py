@@ -1,12 +1,16 @@
 """Running scripts/train.py in a subprocess for the tests."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.scripts.script_runner import REPO, clean_env, run_script
+import pytest
 
-__all__ = ["REPO", "TINY_ARGS", "clean_env", "run_train"]
+from tests.scripts.script_runner import LEAKING_PREFIXES, REPO, clean_env, run_script
+
+__all__ = ["REPO", "TINY_ARGS", "clean_env", "run_train", "train_in_process"]
 
 # A tiny, fast variant of configs/demo.yaml (seconds per epoch on one CPU core).
 TINY_ARGS = [
@@ -23,3 +27,23 @@ TINY_ARGS = [
 def run_train(args: list[str], cwd: Path, timeout: int = 600, check: bool = True,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return run_script("train.py", args, cwd=cwd, timeout=timeout, check=check, env=env)
+
+
+def train_in_process(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``scripts/train.py``'s ``main(args)`` in this process, from ``cwd``, without the launcher / W&B
+    variables: (exit code, stderr). For runs that stop before training (bad configs, preflight
+    errors), where a subprocess would spend most of its time importing torch and Lightning. Rank-
+    and network-dependent cases stay in subprocesses (both are read when those libraries load)."""
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        monkeypatch.syspath_prepend(scripts)
+    import train
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    for key in [k for k in os.environ if k.startswith(LEAKING_PREFIXES)]:
+        monkeypatch.delenv(key)
+    capsys.readouterr()
+    code = train.main(args)
+    return code, capsys.readouterr().err

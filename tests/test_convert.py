@@ -111,16 +111,19 @@ def test_truncated_and_missing_files(tmp_path: Path) -> None:
         load_official_state_dict(tmp_path / "nope.pth")
 
 
-def test_script_reports_mismatch_without_writing(tmp_path: Path) -> None:
+def test_script_reports_mismatch_without_writing(tmp_path: Path, monkeypatch, capsys) -> None:
+    # scripts/convert.py's main in this process (the CLI's success path runs in a subprocess above)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import convert
+
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")
     out = tmp_path / "wrong.ckpt"
-    args = [str(official), "--config", "w32_coco.yaml", "--out", str(out)]
-    result = run_script("convert.py", args, check=False)
-    assert result.returncode == 1
-    assert "predicts 14 keypoints" in result.stderr and "chosen spec 'coco' has 17" in result.stderr
+    assert convert.main([str(official), "--config", "w32_coco.yaml", "--out", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    assert "predicts 14 keypoints" in stderr and "chosen spec 'coco' has 17" in stderr
     assert not out.exists()
     w48 = write_standin_checkpoint("w48_coco", tmp_path / "w48.pth")
-    result = run_script("convert.py", [str(w48), "--config", "w32_coco.yaml", "--out", str(out)], check=False)
-    assert result.returncode == 1
-    assert "does not fit w32_coco.yaml: backbone: checkpoint 'hrnet_w48' vs config 'hrnet_w32'" in result.stderr
-    assert "heatmap_channels: checkpoint 48 vs config 32" in result.stderr and not out.exists()
+    assert convert.main([str(w48), "--config", "w32_coco.yaml", "--out", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    assert "does not fit w32_coco.yaml: backbone: checkpoint 'hrnet_w48' vs config 'hrnet_w32'" in stderr
+    assert "heatmap_channels: checkpoint 48 vs config 32" in stderr and not out.exists()

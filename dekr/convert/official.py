@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dekr.convert.base import ConvertedCheckpoint
+from dekr.convert.base import CheckpointMismatchError, ConvertedCheckpoint, join_keypoint_branches, strict_state_dict
 from dekr.models.adaptive_conv import REGULAR_GRID
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
@@ -40,10 +40,6 @@ _BLOCK_RENAMES = {
     "translation_conv.bias": "adapt_conv.translation_conv.bias",
     "adapt_conv.weight": "adapt_conv.weight",
 }
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the configured network (names the keys at fault)."""
 
 
 #: HRNet variant by the width of its first branch (``transition1.0.0.weight``: (width, 256, 3, 3)).
@@ -164,36 +160,13 @@ def convert_official_state_dict(official: dict[str, Tensor], net: DEKRNet) -> di
                 else:
                     unexpected.append(key)
 
-    problems: list[str] = []
-    for ours, parts in branch_parts.items():
-        if sorted(parts) != list(range(k_total)):
-            problems.append(f"{ours}: official branches {sorted(parts)} do not cover keypoints 0..{k_total - 1}")
-            continue
-        if ours.endswith("regular_matrix"):
-            continue
-        if ours.endswith("num_batches_tracked"):
-            # One counter per official branch; all are equal in a trained model. Keep the max.
-            converted[ours] = torch.stack([parts[k] for k in range(k_total)]).max()
-        else:
-            converted[ours] = torch.cat([parts[k] for k in range(k_total)], dim=0)
-
-    missing = sorted(set(target) - set(converted))
-    unexpected += sorted(set(converted) - set(target))
-    shape_conflicts = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in converted.items() if k in target and v.shape != target[k].shape
-    ]
-    if missing or unexpected or shape_conflicts or problems:
-        lines = [f"official checkpoint does not fit the configured network ({cfg.backbone}, K={k_total}):"]
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape conflicts", shape_conflicts), ("branch problems", problems)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        if shape_conflicts:
-            lines.append("  (is the --config for another variant, e.g. w48 vs w32 or coco vs crowdpose?)")
-        raise CheckpointMismatchError("\n".join(lines))
-    return OrderedDict((k, converted[k].to(target[k].dtype)) for k in target)
+    joined, problems = join_keypoint_branches(branch_parts, k_total, "official")
+    # The official blocks keep DEKR's fixed 3x3 grid per branch (checked above); ours is a constant.
+    converted.update({k: v for k, v in joined.items() if not k.endswith("regular_matrix")})
+    return strict_state_dict(converted, target,
+                             f"official checkpoint does not fit the configured network ({cfg.backbone}, K={k_total}):",
+                             unexpected, problems,
+                             hint="is the --config for another variant, e.g. w48 vs w32 or coco vs crowdpose?")
 
 
 def to_official_state_dict(state: dict[str, Tensor], num_keypoints: int) -> dict[str, Tensor]:

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dekr.convert.base import ConvertedCheckpoint
-from dekr.convert.official import _HEAD_RENAMES, BACKBONE_PREFIX, HRNET_BY_WIDTH, CheckpointMismatchError
+from dekr.convert.base import CheckpointMismatchError, ConvertedCheckpoint, join_keypoint_branches, strict_state_dict
+from dekr.convert.official import _HEAD_RENAMES, BACKBONE_PREFIX, HRNET_BY_WIDTH
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
 #: Dilation (and padding) of SG's offset-branch 3x3 convolutions (``HEAD_OFFSET.DILATION_RATE``).
@@ -137,33 +137,11 @@ def convert_supergradients_state_dict(state: Mapping[str, Tensor], net: DEKRNet)
         else:
             unexpected.append(key)
 
-    problems: list[str] = []
-    for ours, parts in branch_parts.items():
-        if sorted(parts) != list(range(k_total)):
-            problems.append(f"{ours}: SG branches {sorted(parts)} do not cover keypoints 0..{k_total - 1}")
-        elif ours.endswith("num_batches_tracked"):
-            # One counter per SG branch, equal in a trained model: keep the max.
-            converted[ours] = torch.stack([parts[k] for k in range(k_total)]).max()
-        else:
-            shapes = {tuple(parts[k].shape) for k in range(k_total)}
-            if len(shapes) > 1:
-                problems.append(f"{ours}: SG branches disagree in shape {sorted(shapes)}")
-                continue
-            converted[ours] = torch.cat([parts[k] for k in range(k_total)], dim=0)
-
-    missing = sorted(set(target) - set(converted))
-    unexpected += sorted(set(converted) - set(target))
-    shape_conflicts = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-                       for k, v in converted.items() if k in target and v.shape != target[k].shape]
-    if missing or unexpected or shape_conflicts or problems:
-        lines = [f"SuperGradients checkpoint does not fit the network ({cfg.backbone}, K={k_total}):"]
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape conflicts", shape_conflicts), ("branch problems", problems)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        raise CheckpointMismatchError("\n".join(lines))
-    return OrderedDict((k, converted[k].to(target[k].dtype)) for k in target)
+    joined, problems = join_keypoint_branches(branch_parts, k_total, "SG")
+    converted.update(joined)
+    return strict_state_dict(converted, target,
+                             f"SuperGradients checkpoint does not fit the network ({cfg.backbone}, K={k_total}):",
+                             unexpected, problems)
 
 
 def convert_supergradients(raw: Any) -> ConvertedCheckpoint | None:

@@ -75,4 +75,3 @@ class EpochHistory(Callback):
 def _scalars(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()
             if getattr(value, "numel", lambda: 1)() == 1}
-

@@ -51,10 +51,10 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from dekr.data.dataset import CocoKeypointDataset, load_coco_json
 from dekr.dataclass_config import as_config
+from dekr.data.normalize import normalize_batch
 from dekr.data.sampling import BatchSplit, EpochShardSampler, ResumableDataLoader, split_batch
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synthetic_coco
-from dekr.data.normalize import normalize_batch
 from dekr.data.targets import TargetConfig, build_targets_torch
 from dekr.data.transforms import AugmentationConfig
 
@@ -395,4 +395,3 @@ class DEKRDataModule(LightningDataModule):
             batch.update(build_targets_torch(joints, area, mask, self.output_size, self.targets))
             batch["image"] = normalize_batch(batch["image"])
         return batch
-

@@ -107,4 +107,3 @@ class OffsetHead(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.final(x)
-

@@ -1,4 +1,4 @@
-"""Running scripts/train.py in a subprocess for the tests."""
+"""Running scripts/train.py for the tests: in a subprocess, or its ``main`` in this process."""
 from __future__ import annotations
 
 import os
@@ -35,9 +35,7 @@ def train_in_process(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch
     variables: (exit code, stderr). For runs that stop before training (bad configs, preflight
     errors), where a subprocess would spend most of its time importing torch and Lightning. Rank-
     and network-dependent cases stay in subprocesses (both are read when those libraries load)."""
-    scripts = str(REPO / "scripts")
-    if scripts not in sys.path:
-        monkeypatch.syspath_prepend(scripts)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train
 
     monkeypatch.chdir(cwd)

@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parents[2]
 LEAKING_PREFIXES = ("WANDB_", "SLURM_", "MASTER_", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
 
+def threads_per_worker() -> int:
+    """This machine's CPUs divided among the pytest-xdist workers (all of them without xdist).
+
+    More threads than cores make OpenMP's spinning threads wait for each other: two workers running
+    two-thread trainings on two cores were 10-20x slower than one thread each.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment less the launcher / W&B variables, with the repo importable,
     one OpenMP thread and no netrc; ``extra`` added last."""

@@ -22,14 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.scripts.script_runner import threads_per_worker
 from tests.scripts.train_helpers import clean_env, run_train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
 
 def train_env() -> dict[str, str]:
-    # pytest runs these one at a time: let each training use both cores of the CI machine
-    return clean_env(WANDB_MODE="disabled", OMP_NUM_THREADS="2")
+    # the training runs in this pytest worker's share of the cores (all of them without pytest -n)
+    return clean_env(WANDB_MODE="disabled", OMP_NUM_THREADS=str(threads_per_worker()))
 
 
 def read_metrics(root: Path) -> dict:

@@ -16,7 +16,7 @@ import pytest
 from tests.scripts.test_train_learning import read_metrics, train_env
 from tests.scripts.train_helpers import run_train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
 EPOCHS = 18
 

@@ -48,7 +48,8 @@ from tests.scripts.train_helpers import clean_env, run_train
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-pytestmark = pytest.mark.slow
+# Its tests share one training run (the module fixture ``run``): one xdist worker runs them all.
+pytestmark = [pytest.mark.slow, pytest.mark.learning, pytest.mark.xdist_group("own_keypoints")]
 
 AP10K = FIXTURES / "ap10k"
 AP10K_JSON = AP10K / "test_ap10k.json"

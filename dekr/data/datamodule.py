@@ -144,7 +144,9 @@ class DEKRDataModule(LightningDataModule):
             ``accumulate_grad_batches`` is kept. A split that cannot make it is an error listing the
             device counts that can. The learning rate is not scaled.
         val_batch_size: evaluation images per device (a list of original images per batch).
-        num_workers, pin_memory, persistent_workers: DataLoader settings.
+        num_workers, persistent_workers: DataLoader settings.
+        pin_memory: page-locked batches for fast copies to a GPU; None (default): when CUDA is
+            available (on a CPU-only machine pinning does nothing but warn).
         augmentation: random affine / flip / pixel transforms (official defaults).
         targets: heatmap and offset parameters (official defaults).
         official_quirks: reproduce the official code's quirks (see ``dataset.py``, ``targets.py``).
@@ -168,7 +170,7 @@ class DEKRDataModule(LightningDataModule):
         global_batch_size: int | None = None,
         val_batch_size: int = 1,
         num_workers: int = 4,
-        pin_memory: bool = True,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         augmentation: AugmentationConfig | None = None,
         targets: TargetConfig | None = None,
@@ -199,7 +201,7 @@ class DEKRDataModule(LightningDataModule):
         self._chosen_accumulation: int | None = None  # set when setup() chose trainer.accumulate_grad_batches
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
         self.augmentation = as_config(AugmentationConfig, augmentation, "data.augmentation")
         if dataset == "synthetic" and self.augmentation.enabled and self.augmentation.flip_prob > 0:

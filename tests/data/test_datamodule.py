@@ -15,7 +15,6 @@ from dekr.data.synthetic import SyntheticConfig, SyntheticKeypoints, write_synth
 from dekr.data.transforms import AugmentationConfig
 
 warnings.filterwarnings("ignore", message=".*worker.*")
-warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
 
 def from_yaml(repo_root, name, **overrides):
@@ -85,6 +84,13 @@ def test_default_layouts(repo_root):
     assert crowd.split_paths("val")[0].as_posix() == "data/crowdpose/json/crowdpose_test.json"
     custom = from_yaml(repo_root, "custom")
     assert custom.dataset_kind == "custom" and custom.splits["train"] == SplitPaths("annotations/train.json", "images")
+
+
+def test_pin_memory_defaults_to_whether_cuda_is_available(repo_root):
+    # pinned batches only help copies to a GPU; on a CPU-only machine DataLoader warns about them
+    assert from_yaml(repo_root, "coco").pin_memory is torch.cuda.is_available()
+    assert from_yaml(repo_root, "coco", pin_memory=True).pin_memory is True
+    assert from_yaml(repo_root, "synthetic_demo", pin_memory=False).pin_memory is False
 
 
 def test_synthetic_yaml_and_contract(repo_root):

@@ -1,4 +1,4 @@
-"""Proof that training learns (slow, CPU), in runs sized for CI (1-2.5 minutes each on 2 cores).
+"""Proof that training learns (slow, CPU), in runs sized for CI (1.5-3 minutes each on one core).
 
 * The demo (configs/demo.yaml: official init, synthetic stick people at 128 px), shortened: half
   its training images in batches of 4 for 14 epochs. OKS-AP on 32 synthetic validation images

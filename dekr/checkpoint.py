@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 #: ``hyper_parameters["spec"]`` holds the name or path it was configured with.
 SPEC_CONTENTS_KEY = "keypoint_spec"
 
+#: Key of our checkpoints holding the data's input size of the run (``data.input_size``): the test
+#: size of validation, and of loading the checkpoint anywhere, unless ``model.decode`` sets one.
+TEST_INPUT_SIZE_KEY = "test_input_size"
+
 #: Checkpoints without a spec (official, MMPose, SuperGradients): the spec by the number of keypoints.
 SPEC_BY_NUM_KEYPOINTS = {17: "coco", 14: "crowdpose"}
 
@@ -172,6 +176,8 @@ def _convert_ours(raw: Mapping[str, Any]) -> tuple[ConvertedCheckpoint, Recorded
     config = DEKRNetConfig.from_dict(net)
     net_state = {k.removeprefix("net."): v for k, v in raw["state_dict"].items() if k.startswith("net.")}
     decode = dict(hparams.get("decode") or {})
+    if "input_size" not in decode and raw.get(TEST_INPUT_SIZE_KEY):
+        decode["input_size"] = int(raw[TEST_INPUT_SIZE_KEY])  # as in validation: the data's input size
     # A converted zoo checkpoint keeps the rescoring net of its source next to the network.
     rescore = raw.get("rescore_state")
     # The carried contents first: the spec file named in the hyper-parameters may be elsewhere now.
@@ -286,7 +292,8 @@ def load_checkpoint(source: str | Path, spec: str | KeypointSpec | None = None) 
         return _onnx_model(path, spec)
     converted, recorded_spec = convert_checkpoint(read_torch_file(path), str(path))
     if converted.format == "ours" and "input_size" not in converted.decode and (size := _run_input_size(path)):
-        converted.decode["input_size"] = size  # as in validation: the data's input size is the test size
+        # checkpoints saved before they recorded TEST_INPUT_SIZE_KEY: their run folder's config
+        converted.decode["input_size"] = size
     chosen = _resolve_spec(recorded_spec, converted.net_config.num_keypoints, spec, str(path))
     net = build_net(converted.net_config, converted.state_dict, str(path))
     own_spec = recorded_spec or SPEC_BY_NUM_KEYPOINTS.get(converted.net_config.num_keypoints)

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from dekr.checkpoint import SPEC_CONTENTS_KEY
+from dekr.checkpoint import SPEC_CONTENTS_KEY, TEST_INPUT_SIZE_KEY
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.dataclass_config import as_config
 from dekr.losses import LossConfig, dekr_loss
@@ -62,7 +62,8 @@ class DEKRModule(L.LightningModule):
 
     Args:
         net: architecture (backbone, K, head widths, ablation switches, init); its ImageNet
-            ``pretrained_backbone`` is loaded when ``fit`` starts without a checkpoint to resume.
+            ``pretrained_backbone`` is loaded when ``fit`` starts without a checkpoint to resume
+            and without ``init_from`` (which brings its own backbone).
         spec: keypoint spec name (``coco``, ``crowdpose``), path to a spec YAML, or its contents
             (a dict, as :meth:`from_checkpoint` passes the one a checkpoint carries).
         loss: loss factors.
@@ -147,10 +148,12 @@ class DEKRModule(L.LightningModule):
         # checkpoint (then the checkpoint's weights win, and neither the ImageNet backbone nor
         # init_from is read at all). Every DDP process loads the same files.
         if self.trainer.ckpt_path is None:
-            if self.pretrained_backbone:
-                self.net.backbone.load_pretrained(self.pretrained_backbone)
+            # init_from brings a whole DEKR network, backbone included: ImageNet weights loaded
+            # first would be overwritten, so a fine-tune neither needs nor reads them.
             if self.init_from:
                 self.apply_init_from()
+            elif self.pretrained_backbone:
+                self.net.backbone.load_pretrained(self.pretrained_backbone)
         self._reset_metric(self.val_metric)  # the sanity check updated it
 
     def apply_init_from(self) -> Any:
@@ -161,6 +164,11 @@ class DEKRModule(L.LightningModule):
         self.transfer_report = report
         if self.trainer is None or self.trainer.is_global_zero:
             log.info("%s", report.format())
+            fresh_backbone = [key for key in report.fresh if key.startswith("backbone.")]
+            if fresh_backbone:  # e.g. a W48 file into a W32 network: its backbone trains from scratch
+                log.warning("init_from %s left %d backbone tensors freshly initialised (%s, ...): is it the "
+                            "same backbone as model.net.backbone?", self.init_from, len(fresh_backbone),
+                            fresh_backbone[0])
         return report
 
     # ------------------------------------------------------------------ training
@@ -240,10 +248,15 @@ class DEKRModule(L.LightningModule):
         then the ``decode`` options."""
         from dekr.inference.config import resolve_decode
 
+        size = self.data_input_size()
+        data = {"input_size": size} if size and "input_size" not in self.decode_options else {}
+        return resolve_decode(self.spec, ("data.input_size", data), ("model.decode", self.decode_options))
+
+    def data_input_size(self) -> int | None:
+        """The attached datamodule's ``input_size`` (pixels), None without a trainer or datamodule."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         size = getattr(datamodule, "input_size", None)
-        data = {"input_size": int(size)} if size and "input_size" not in self.decode_options else {}
-        return resolve_decode(self.spec, ("data.input_size", data), ("model.decode", self.decode_options))
+        return int(size) if size else None
 
     def predict_batch_poses(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """Decode the poses of an evaluation batch: one dict per image with ``image_id``,
@@ -320,8 +333,11 @@ class DEKRModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The spec's contents go with the weights (``hyper_parameters["spec"]`` is only its name or
-        path), so the checkpoint loads where the spec file is not."""
+        path), so the checkpoint loads where the spec file is not; so does the data's input size,
+        the test size of validation that loading the checkpoint elsewhere keeps."""
         checkpoint[SPEC_CONTENTS_KEY] = self.spec.to_dict()
+        if size := self.data_input_size():  # the test size of validation goes with it (dekr.load)
+            checkpoint[TEST_INPUT_SIZE_KEY] = size
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, with the differing fields named, to resume from another architecture or spec

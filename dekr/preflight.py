@@ -192,12 +192,16 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from")
     pretrained = net.get("pretrained_backbone", False)
     backbone = net.get("backbone", "hrnet_w32")
-    if pretrained and not problems:
+    if init_from:  # the fine-tuning file brings the backbone (DEKRModule.on_fit_start)
+        _say("backbone: %s from --model.init_from (its ImageNet weights are not read)", backbone)
+    elif pretrained:
+        # Checked with the other problems, so that one message lists them all; a missing hub file
+        # is only downloaded when nothing else stops the run.
         try:
-            _say("backbone: %s", ensure_pretrained_backbone(backbone, pretrained))
+            _say("backbone: %s", ensure_pretrained_backbone(backbone, pretrained, download=not problems))
         except PretrainedBackboneError as err:
             problems.append(str(err))
-    elif not pretrained and not init_from and rank_zero_only.rank == 0:
+    elif rank_zero_only.rank == 0:
         log.warning("backbone: %s from scratch (model.net.pretrained_backbone is false); every published DEKR "
                     "number starts from the ImageNet HRNet", backbone)
     if problems:

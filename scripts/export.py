@@ -3,11 +3,11 @@
 
     python scripts/export.py --ckpt runs/demo/checkpoints/last.ckpt --format onnx
     python scripts/export.py --ckpt pose_dekr_hrnetw32_coco.pth --format onnx torchscript --input-size 512 512
-    python scripts/export.py --ckpt pose_dekr_hrnetw48_crowdpose.pth --config w48_crowdpose.yaml \
-        --out w48.onnx
+    python scripts/export.py --ckpt pose_dekr_hrnetw48_crowdpose.pth --spec crowdpose --out w48.onnx
 
-``--ckpt`` takes our Lightning checkpoints and official DEKR ``.pth`` files (converted on the fly;
-the variant is recognised from the tensor shapes, ``--config`` overrides). The ONNX model has
+``--ckpt`` takes our Lightning checkpoints and official, MMPose or SuperGradients ``.pth`` files
+(converted on the fly: the variant is recognised from the tensor shapes; ``--spec`` states the
+keypoint set you expect, and names it for a file whose K is neither 17 nor 14). The ONNX model has
 dynamic batch, height and width (multiples of 32) unless ``--static``; the keypoint spec and the
 checkpoint's decode options are stored in its metadata. After export the model is run with
 onnxruntime at the export size and at a second size, and compared with PyTorch (relative error

@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-track", action="store_true", help="video: no identity tracking (implies --no-smooth)")
     p.add_argument("--sequence", action="store_true", help="a folder holds consecutive video frames: track, smooth")
     p.add_argument("--fps", type=float, help="frame rate for smoothing (default: the video's, else 30)")
-    p.add_argument("--max-frames", type=int, help="stop a video / camera after this many frames")
+    p.add_argument("--max-frames", type=int, help="stop a video, camera or folder after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 

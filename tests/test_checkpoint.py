@@ -82,6 +82,29 @@ def test_checkpoint_carries_its_spec_and_loads_without_the_spec_file(tmp_path: P
         load_checkpoint(path, spec="coco")  # another skeleton of the same size is still refused
 
 
+def test_checkpoint_carries_the_data_input_size_as_its_test_size(tmp_path: Path) -> None:
+    """A checkpoint saved by a fit records the data's input size: copied out of its run folder it
+    still decodes at the size it was validated at (not at the spec's default 512)."""
+    from dekr.checkpoint import TEST_INPUT_SIZE_KEY
+    from dekr.data.datamodule import DEKRDataModule
+    from dekr.data.synthetic import SyntheticConfig
+    from tests.test_module import tiny_module, trainer
+
+    data = DEKRDataModule(dataset="synthetic", input_size=64, batch_size=2, num_workers=0,
+                          synthetic=SyntheticConfig(num_train=2, num_val=1, image_size=64))
+    fit = trainer(tmp_path / "run", max_steps=1, limit_val_batches=0, enable_checkpointing=False)
+    fit.fit(tiny_module(), datamodule=data)
+    path = tmp_path / "elsewhere" / "model.ckpt"
+    path.parent.mkdir()
+    fit.save_checkpoint(path)
+    assert torch.load(path, weights_only=True)[TEST_INPUT_SIZE_KEY] == 64
+    assert load_checkpoint(path).decode["input_size"] == 64
+    explicit = tmp_path / "explicit.ckpt"  # model.decode's own input_size wins, as in validation
+    fit.lightning_module.decode_options["input_size"] = 128
+    fit.save_checkpoint(explicit)
+    assert load_checkpoint(explicit).decode["input_size"] == 128
+
+
 def test_run_config_gives_the_test_input_size(tmp_path):
     run = tmp_path / "run"
     path = small_checkpoint(run / "checkpoints" / "last.ckpt", decode={"flip_test": False})

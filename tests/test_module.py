@@ -188,6 +188,18 @@ def test_init_from_applies_at_fit_start_but_not_on_resume(tmp_path: Path) -> Non
     assert resumed.transfer_report is None
 
 
+def test_fine_tuning_reads_no_imagenet_weights(tmp_path: Path) -> None:
+    # init_from brings the whole network: the ImageNet file (absent here) is neither needed nor read
+    source = tiny_module()
+    path = save_module_checkpoint(source, tmp_path / "src.ckpt")
+    absent = tmp_path / "hrnet_w18_small_imagenet.pth"
+    module = DEKRModule(net=DEKRNetConfig(num_keypoints=17, **TINY, pretrained_backbone=str(absent)),
+                        init_from=str(path), optim={"lr": 0.0})
+    trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(module, loader(fake_batches()))
+    assert module.transfer_report is not None and not module.transfer_report.fresh
+    assert torch.equal(module.net.backbone.body.conv1.weight, source.net.backbone.body.conv1.weight)
+
+
 def test_state_dict_holds_each_tensor_once_under_net() -> None:
     module = tiny_module()
     keys = set(module.state_dict())

@@ -130,7 +130,7 @@ class Predictor:
                 (:func:`dekr.inference.sources.open_source`).
             tracking, smoothing: options (dataclasses or dicts); ``enabled=False`` turns either off.
             fps: frame rate for smoothing (default: the video's, else 30).
-            max_frames: stop a video or camera after this many frames.
+            max_frames: stop a video, camera or folder of frames after this many frames.
             pose_thr: poses scoring under this are dropped before tracking.
         """
         if not isinstance(source, (ImageFiles, VideoSource)):

@@ -104,20 +104,23 @@ class ImageFiles:
         skipped: files already known not to be images, with the reason.
         fps: when given, the files are consecutive video frames: ``Frame.time = index / fps``.
         where: the file or folder given (its stem names the outputs).
+        max_frames: stop after this many frames are read (as for a video).
     """
 
     def __init__(self, paths: list[Path], skipped: list[tuple[Path, str]] | None = None,
-                 fps: float | None = None, where: Path | None = None) -> None:
-        self.paths, self.skipped, self.fps = list(paths), list(skipped or []), fps
+                 fps: float | None = None, where: Path | None = None, max_frames: int | None = None) -> None:
+        self.paths, self.skipped, self.fps, self.max_frames = list(paths), list(skipped or []), fps, max_frames
         self.where = where or (self.paths[0] if self.paths else Path("images"))
         self.name = self.where.stem
         self.kind = "folder" if self.where.is_dir() else "image"
         self.warnings: list[str] = []
-        self.total: int | None = len(self.paths)
+        self.total: int | None = min(len(self.paths), max_frames) if max_frames else len(self.paths)
 
     def __iter__(self) -> Iterator[Frame]:
         read = 0
         for index, (path, image_id) in enumerate(zip(self.paths, image_ids(self.paths))):
+            if self.max_frames is not None and read >= self.max_frames:
+                return
             try:
                 image = read_image(path)
             except InputError as err:
@@ -195,7 +198,7 @@ def open_source(value: str | int | Path, sequence: bool = False, fps: float | No
         value: a path, or a camera index (an int, or a string of digits that is not a file).
         sequence: a folder holds consecutive video frames (they get times, at ``fps`` or 30).
         fps: frame rate of a sequence, or instead of a video's own.
-        max_frames: stop a video or camera after this many frames.
+        max_frames: stop a video, camera or folder after this many frames.
     """
     kind, where = classify_input(value)
     if kind in ("video", "camera"):
@@ -206,4 +209,4 @@ def open_source(value: str | int | Path, sequence: bool = False, fps: float | No
     paths, skipped = list_folder(where)
     if not paths:
         raise InputError(f"folder {where} holds no image files ({len(skipped)} other files)")
-    return ImageFiles(paths, skipped, (fps or DEFAULT_FPS) if sequence else None, where)
+    return ImageFiles(paths, skipped, (fps or DEFAULT_FPS) if sequence else None, where, max_frames)

@@ -102,6 +102,7 @@ class HRNetBackbone(nn.Module):
                 whose keys or shapes do not fit this variant (listing them).
         """
         path, source = _resolve_source(self.name, pretrained)
+        assert path is not None  # downloaded when not cached
         own = self.body.state_dict()
         state, filled = match_backbone_state(read_state_dict(path), own, str(path), self.name)
         self.body.load_state_dict(state, strict=True)
@@ -119,7 +120,7 @@ class HRNetBackbone(nn.Module):
         return torch.cat(upsampled, dim=1)
 
 
-def ensure_pretrained_backbone(name: str, pretrained: bool | str) -> str:
+def ensure_pretrained_backbone(name: str, pretrained: bool | str, download: bool = True) -> str:
     """Make sure the configured ImageNet weights can be loaded; call once before training starts.
 
     Meant for the launcher, before any training process spawns: every process then finds the
@@ -127,8 +128,10 @@ def ensure_pretrained_backbone(name: str, pretrained: bool | str) -> str:
 
     * ``False``: nothing to check (the backbone starts from scratch).
     * ``True``: timm's hub file for ``name`` is in the Hugging Face cache, or is downloaded into
-      it now; without network this fails within seconds (a short TCP probe instead of
-      huggingface_hub's ~25 s of retries per file), naming the hub file and the option.
+      it now (with ``download``; without, it is enough that the hub is reachable: a launch that
+      stops for other problems downloads nothing); without network this fails within seconds (a
+      short TCP probe instead of huggingface_hub's ~25 s of retries per file), naming the hub file
+      and the option.
     * a path: the file exists, reads, and its keys and shapes are this variant's backbone
       (the whole file is read once, a few seconds for W48).
 
@@ -145,7 +148,9 @@ def ensure_pretrained_backbone(name: str, pretrained: bool | str) -> str:
     _check_name(name)
     if not pretrained:
         return f"{name} from scratch (no ImageNet weights: {PRETRAINED_OPTION} is false)"
-    path, source = _resolve_source(name, pretrained)
+    path, source = _resolve_source(name, pretrained, download)
+    if path is None:
+        return f"{name} ImageNet weights from {source}"
     # Keys and shapes only: a body on the meta device allocates no memory.
     with torch.device("meta"):
         own = create_body(name).state_dict()
@@ -154,10 +159,13 @@ def ensure_pretrained_backbone(name: str, pretrained: bool | str) -> str:
     return f"{name} ImageNet weights from {source} ({len(state) - filled} backbone tensors{note})"
 
 
-def _resolve_source(name: str, pretrained: bool | str) -> tuple[Path, str]:
-    """(local file to read, description of the source) for ``pretrained`` True or a path."""
+def _resolve_source(name: str, pretrained: bool | str, download: bool = True) -> tuple[Path | None, str]:
+    """(local file to read, description of the source) for ``pretrained`` True or a path; the
+    file is None for hub weights that are not cached and not to be downloaded now."""
     if pretrained is True:
-        path, repo_id = _hub_weights_file(name)
+        path, repo_id = _hub_weights_file(name, download)
+        if path is None:
+            return None, f"timm's hub {repo_id} (reachable, not cached yet: downloaded at the next launch)"
         return path, f"timm's hub {repo_id} ({path.name}, cached at {path})"
     if not isinstance(pretrained, (str, os.PathLike)):
         raise PretrainedBackboneError(
@@ -205,10 +213,11 @@ def _hub_unreachable(endpoint: str) -> str | None:
         return f"cannot connect to {host}:{port} ({err})"
 
 
-def _hub_weights_file(name: str) -> tuple[Path, str]:
+def _hub_weights_file(name: str, download: bool = True) -> tuple[Path | None, str]:
     """timm's ImageNet file for ``name`` in the local HF cache, downloading it if need be.
 
-    Returns (local path, hub repository id). Raises PretrainedBackboneError without network.
+    Returns (local path, hub repository id); the path is None when the file is not cached and
+    ``download`` is false (the hub is then only probed). Raises PretrainedBackboneError without network.
     """
     cfg = timm.models.get_pretrained_cfg(name)
     repo_id = cfg.hf_hub_id if cfg is not None else None
@@ -237,6 +246,8 @@ def _hub_weights_file(name: str) -> tuple[Path, str]:
         raise PretrainedBackboneError(
             f"timm's ImageNet weights for {name} ({wanted}) are not in the Hugging Face cache {cache_dir} "
             f"and the hub is unreachable: {reason}; {fix}")
+    if not download:
+        return None, repo_id
     errors = []
     for filename in filenames:
         try:

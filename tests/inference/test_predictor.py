@@ -133,6 +133,8 @@ def test_stream_a_frame_folder_and_a_missing_camera(model, tmp_path):
     frames = list(model.stream(seq, fps=10))
     assert [f.frame for f in frames] == [0, 1, 2] and frames[2].time == pytest.approx(0.2)
     assert all(f.track_ids is not None for f in frames)
+    assert [f.frame for f in model.stream(seq, max_frames=2)] == [0, 1]  # a folder stops as a video does
+    assert open_source(seq, sequence=True, max_frames=2).total == 2
     with pytest.raises(InputError, match="camera 9 could not be opened"):
         next(model.stream(9))
 

@@ -48,12 +48,25 @@ def test_all_problems_in_one_message(tmp_path: Path, fail) -> None:
     cwd = tmp_path / "empty"
     cwd.mkdir()
     stderr = fail(["--config", "w32_crowdpose.yaml", "--trainer.devices", "8",
-                    "--model.init_from", str(tmp_path / "missing.ckpt")], cwd)
+                    "--ckpt_path", str(tmp_path / "missing.ckpt"),
+                    "--model.net.pretrained_backbone", str(tmp_path / "hrnetv2_w32_imagenet_pretrained.pth")], cwd)
     assert stderr.count("error:") == 1, stderr
-    assert "3 problem(s)" in stderr
+    assert "4 problem(s)" in stderr
     assert "trainer.devices=8 asks for 8 devices but no GPU is visible" in stderr
     assert "dataset root data/crowdpose (--data.init_args.root) does not exist" in stderr
-    assert "missing.ckpt (--model.init_from) does not exist" in stderr
+    assert "missing.ckpt (--ckpt_path) does not exist" in stderr
+    assert "hrnetv2_w32_imagenet_pretrained.pth does not exist" in stderr  # listed with the others
+
+
+def test_fine_tuning_needs_no_imagenet_weights(tmp_path: Path, fail) -> None:
+    # init_from brings the backbone: a missing ImageNet file is no problem, the missing init file is
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    stderr = fail(["--config", "w32_coco.yaml", "--data.init_args.root", str(MINICOCO),
+                   "--model.init_from", str(tmp_path / "missing.ckpt"),
+                   "--model.net.pretrained_backbone", str(tmp_path / "absent_imagenet.pth")], cwd)
+    assert "1 problem(s)" in stderr and "missing.ckpt (--model.init_from) does not exist" in stderr
+    assert "absent_imagenet.pth" not in stderr
 
 
 def test_a_split_that_cannot_make_40_images_lists_the_choices(tmp_path: Path, fail) -> None:

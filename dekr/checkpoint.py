@@ -285,9 +285,7 @@ def load_checkpoint(source: str | Path, spec: str | KeypointSpec | None = None) 
             error saying so; needed for foreign checkpoints whose K is neither 17 nor 14.
     """
     name = str(source)
-    path = Path(source)
-    if not path.exists() and _is_zoo_name(name):
-        path = _zoo_checkpoint(name)
+    path = checkpoint_path(source)
     if path.suffix == ".onnx":
         return _onnx_model(path, spec)
     converted, recorded_spec = convert_checkpoint(read_torch_file(path), str(path))
@@ -306,20 +304,32 @@ def load_checkpoint(source: str | Path, spec: str | KeypointSpec | None = None) 
 def read_weights(source: str | Path) -> tuple[ConvertedCheckpoint, tuple[str, ...] | None]:
     """The weights of any DEKR checkpoint in our layout, for fine-tuning: the converted checkpoint
     and its keypoint names (None when it records no spec and K is neither 17 nor 14)."""
-    path = Path(source)
-    if not path.exists() and _is_zoo_name(str(source)):
-        path = _zoo_checkpoint(str(source))
+    path = checkpoint_path(source)
     converted, recorded = convert_checkpoint(read_torch_file(path), str(path))
     name = recorded or SPEC_BY_NUM_KEYPOINTS.get(converted.net_config.num_keypoints)
     return converted, (load_spec(name).keypoint_names if name else None)
 
 
-def _is_zoo_name(name: str) -> bool:
-    try:
-        from dekr.zoo import ZOO
-    except ImportError:
-        return False
-    return name in ZOO
+def checkpoint_path(source: str | Path) -> Path:
+    """The local file of a checkpoint given as a path or a model-zoo name (fetched and converted once).
+
+    Raises:
+        ModelLoadError: ``source`` is no file and reads as a zoo name that the zoo lacks (a typo):
+            the message has the closest name and every known one, not just "does not exist".
+    """
+    from dekr import zoo
+
+    path = Path(source)
+    if path.exists():
+        return path
+    if str(source) in zoo.ZOO:
+        return _zoo_checkpoint(str(source))
+    if zoo.looks_like_name(str(source)):
+        try:
+            zoo.get_entry(str(source))
+        except zoo.UnknownModelError as err:
+            raise ModelLoadError(f"checkpoint {source} is neither a file nor a model-zoo name: {err}") from None
+    return path  # read_torch_file names the missing file
 
 
 def _zoo_checkpoint(name: str) -> Path:

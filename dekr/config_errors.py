@@ -1,5 +1,11 @@
-"""Name the config file behind a LightningCLI (jsonargparse) error.
+"""User errors of the scripts: one line on stderr, exit status 2, no traceback.
 
+:func:`report_user_error` is how ``scripts/train.py`` and ``scripts/evaluate.py`` report a run that
+cannot start for a reason the user can fix (a config name or file that is not there, a missing
+dataset or checkpoint file, a refused option); :data:`USER_ERRORS` are the exception classes that
+carry such a reason in their message.
+
+:func:`explain_config_error` names the config file behind a LightningCLI (jsonargparse) error.
 jsonargparse reports the key at fault (``Parser key "model.net": ... Option 'bogus_width' is not
 accepted``) but not which of the ``--config`` files set it; with a run config stacked from parts,
 that file is what a user needs to edit.
@@ -7,10 +13,32 @@ that file is what a user needs to edit.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: Exit status of a run refused for a user error (argparse's, for a bad command line).
+USAGE_ERROR = 2
+
+#: Errors whose message tells the user what to fix: missing files (configs, datasets, checkpoints)
+#: and refused values (``ValueError``, and so ``ConfigError``, ``DataError``, ``ModelLoadError``,
+#: ``PreflightError``). A bug deeper down raises other classes and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, ValueError)
+
+
+def report_user_error(error: BaseException | str, *, with_type: bool = False) -> int:
+    """Print ``error: <message>`` on stderr and return :data:`USAGE_ERROR`, the script's exit status.
+
+    ``error`` is an exception or an already explained message; ``with_type`` puts the exception's
+    class name first (for errors raised from deep in a run, where the class says where it came from).
+    """
+    message = str(error)
+    if with_type and isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {message}"
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE_ERROR
 
 
 def config_files(argv: list[str]) -> list[Path]:

@@ -27,6 +27,7 @@ path is kept), or pass ``url=`` to :func:`fetch` for one file. The expected hash
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import http.client
 import json
@@ -64,6 +65,7 @@ __all__ = [
     "file_lock",
     "get_entry",
     "list_models",
+    "looks_like_name",
     "zoo_home",
 ]
 
@@ -287,7 +289,23 @@ def get_entry(name: str | ZooEntry) -> ZooEntry:
         return ZOO[name]
     except KeyError:
         known = "\n  ".join(sorted(ZOO))
-        raise UnknownModelError(f"unknown model {name!r}; the zoo has:\n  {known}") from None
+        closest = difflib.get_close_matches(name, ZOO, n=1)
+        hint = f" (did you mean {closest[0]!r}?)" if closest else ""
+        raise UnknownModelError(f"unknown model {name!r}{hint}; the zoo has:\n  {known}") from None
+
+
+def looks_like_name(value: str) -> bool:
+    """Whether ``value``, given where a checkpoint file or a zoo name is taken, reads as a zoo name.
+
+    So a misspelled name (``dekr-w48-cocoo``) can be answered with the zoo's names rather than "no
+    such file": it is not an existing path, has no file suffix (``.pth``, ``.ckpt``) and no folder
+    other than a publisher's (``mmpose/dekr-w48-coco``; ``runs/x`` is a path).
+    """
+    path = Path(value)
+    if not value or path.exists() or path.suffix:
+        return False
+    folder, _, _ = value.rpartition("/")
+    return folder == "" or folder in {name.split("/", 1)[0] for name in ZOO if "/" in name}
 
 
 def download_path(name: str | ZooEntry, extra: str | None = None, *, home: str | Path | None = None) -> Path:
@@ -427,16 +445,19 @@ def _apply_mirror(url: str | None) -> str | None:
 
 def _manual_steps(entry: ZooEntry, extra: str | None, zfile: ZooFile, dest: Path, *, reason: str,
                   url: str | None = None) -> str:
+    """What to do about a file that cannot be fetched.
+
+    The first line alone is complete (where to get the file, where to put it), because callers that
+    report one line keep only it: the loader warns "no rescoring net (<first line>)" and goes on. The
+    further lines add the hash check, the mirror and the entry's notes.
+    """
     label = entry.name if extra is None else f"{entry.name} [{extra}]"
     where = url or entry.homepage
     call = (f'fetch("{entry.name}", path=...)' if extra is None
             else f'fetch_extra("{entry.name}", "{extra}", path=...)')
-    lines = [
-        f"{label}: {zfile.filename} {reason}. To provide it by hand:",
-        f"  1. download {zfile.filename} from {where}",
-        f"  2. put it at {dest}",
-        f"     (or keep it elsewhere and pass its location: {call})",
-    ]
+    first = (f"{label}: {zfile.filename} {reason}; to provide it by hand, download {zfile.filename} from "
+             f"{where} and put it at {dest}, or keep it elsewhere and pass its location: {call}")
+    lines = [first]
     if zfile.sha256:
         lines.append(f"  its sha256 must start with {zfile.sha256}")
     if url is not None:

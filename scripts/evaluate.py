@@ -18,17 +18,38 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dekr.checkpoint import ModelLoadError
 from dekr.config import load_section
-from dekr.dataclass_config import ConfigError, parse_key_values
-from dekr.evaluation import evaluate
+from dekr.config_errors import USER_ERRORS, report_user_error
+from dekr.dataclass_config import parse_key_values
+from dekr.evaluation import Evaluation, evaluate
 from dekr.inference.config import merge_decode_options
 from dekr.metrics.oks_ap import format_table
 from dekr.module import DEKRModule
+
+
+def run_evaluation(args: argparse.Namespace) -> Evaluation:
+    """Evaluate as the command line ``args`` say: the config's model section and decode options,
+    the flags over them, then :func:`dekr.evaluation.evaluate`. The decode options are checked before
+    any checkpoint or image is read."""
+    try:
+        model_cfg = load_section(args.config, "model")
+    except KeyError as err:  # a config without a model section: the config is wrong, not the code
+        raise ValueError(err.args[0]) from None
+    flags = {"flip_test": args.flip, "scales": args.scales and tuple(args.scales), "rescore": args.rescore,
+             "input_size": args.input_size}
+    decode = merge_decode_options((f"{args.config}: model.decode", model_cfg.get("decode")),
+                                  ("--flip/--scales/--rescore/--input-size",
+                                   {k: v for k, v in flags.items() if v is not None}),
+                                  ("--decode", parse_key_values(args.decode, "--decode")))
+    model: DEKRModule | str = args.ckpt if args.ckpt else DEKRModule(**model_cfg)
+    return evaluate(model, args.config, split=args.split, data_root=args.data_root, decode=decode,
+                    batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
+                    devices=args.devices, precision=args.precision, limit=args.limit,
+                    metric_backend=args.backend, spec=model_cfg.get("spec"),
+                    annotations=args.val_annotations, images=args.val_images)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -59,30 +80,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    model_cfg = load_section(args.config, "model")
-    flags = {"flip_test": args.flip, "scales": args.scales and tuple(args.scales), "rescore": args.rescore,
-             "input_size": args.input_size}
+    if not args.ckpt and not args.random_init:
+        parser.error("give --ckpt (a checkpoint file or a model-zoo name), or --random-init for a smoke test")
+    # A config, checkpoint or dataset file that is not there, or an option the config or the flags
+    # set wrongly, is the user's to fix: one line naming it, exit status 2 (as scripts/train.py).
     try:
-        decode = merge_decode_options((f"{args.config}: model.decode", model_cfg.get("decode")),
-                                      ("--flip/--scales/--rescore/--input-size",
-                                       {k: v for k, v in flags.items() if v is not None}),
-                                      ("--decode", parse_key_values(args.decode, "--decode")))
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-    if args.ckpt:
-        model: Any = args.ckpt
-    elif args.random_init:
-        model = DEKRModule(**model_cfg)
-    else:
-        raise SystemExit("give --ckpt (a checkpoint file or a model-zoo name), or --random-init for a smoke test")
-    try:
-        result = evaluate(model, args.config, split=args.split, data_root=args.data_root, decode=decode,
-                          batch_size=args.batch_size, num_workers=args.num_workers, accelerator=args.accelerator,
-                          devices=args.devices, precision=args.precision, limit=args.limit,
-                          metric_backend=args.backend, spec=model_cfg.get("spec"),
-                          annotations=args.val_annotations, images=args.val_images)
-    except (ModelLoadError, ConfigError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+        result = run_evaluation(args)
+    except USER_ERRORS as err:
+        raise SystemExit(report_user_error(err)) from None
     if result.is_global_zero:
         name = args.name or Path(args.ckpt or "random-init").stem
         cfg = result.decode
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         out.write_text(json.dumps(result.results))
         print(f"{len(result.results)} poses written to {out}")
     return result.stats
+
 
 if __name__ == "__main__":
     main()

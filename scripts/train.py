@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from dekr.callbacks import EpochHistory, ImagesPerSecond, LastAndBestCheckpoint, PoseImageLogger  # noqa: E402
 from dekr.config import PARTS_KEY, config_stack  # noqa: E402
-from dekr.config_errors import explain_config_error  # noqa: E402
+from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, report_user_error  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
 from dekr.preflight import PreflightError, check_training_run  # noqa: E402
@@ -134,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv, run_name = resolve_config_args(argv)
-    except (FileNotFoundError, ValueError) as err:  # a config or part that is not there, a loop of parts
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # a config or part that is not there, a loop of parts
+        return report_user_error(err)
     DEKRCLI.run_name = run_name
     sys.argv = [sys.argv[0], *argv]  # (LightningCLI warns when given args besides a command line)
     try:
@@ -152,24 +151,20 @@ def main(argv: list[str] | None = None) -> int:
             auto_configure_optimizers=False,
         )
     except ArgumentError as err:
-        print(f"error: {explain_config_error(str(err), argv)}", file=sys.stderr)
-        return 2
+        return report_user_error(explain_config_error(str(err), argv))
     except PreflightError as err:
-        if rank_zero_only.rank == 0:  # every SLURM task runs this check; one of them reports
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        # every SLURM task runs this check; one of them reports
+        return report_user_error(err) if rank_zero_only.rank == 0 else USAGE_ERROR
+    except (*USER_ERRORS, TypeError) as err:  # TypeError: arguments a class refuses when instantiated
+        return report_user_error(err)
     ckpt_path = cli.config.get("ckpt_path")
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     except FloatingPointError as err:  # NaN loss: the message names the batch's image ids
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as err:  # missing dataset files, incompatible checkpoint, ...
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # missing dataset files, incompatible checkpoint, ...
+        return report_user_error(err, with_type=True)
     history = next(c for c in cli.trainer.callbacks if isinstance(c, EpochHistory))
     if history.written is not None:
         print(f"run folder: {cli.trainer.default_root_dir}  (metrics: {history.written})")

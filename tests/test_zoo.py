@@ -22,7 +22,9 @@ from dekr.zoo import (
     download_path,
     fetch,
     fetch_extra,
+    get_entry,
     list_models,
+    looks_like_name,
     zoo_home,
 )
 from tests.zoo_server import StandInServer, sha256_hex, standin_entry
@@ -105,6 +107,48 @@ def test_unknown_name_lists_the_zoo() -> None:
     assert all(name in str(info.value) for name in ZOO)
     with pytest.raises(zoo.ZooError, match="no extra file 'nope'"):
         fetch_extra("dekr-w32-coco", "nope")
+
+
+@pytest.mark.parametrize("typo,closest", [("dekr-w48-cocoo", "dekr-w48-coco"),
+                                           ("mmpose/dekr-w32-crowdpse", "mmpose/dekr-w32-crowdpose")])
+def test_misspelled_name_suggests_the_closest(typo: str, closest: str) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        get_entry(typo)
+    message = str(info.value)
+    assert message.startswith(f"unknown model {typo!r} (did you mean {closest!r}?); the zoo has:")
+    assert all(f"\n  {name}" in message for name in ZOO)
+
+
+def test_what_looks_like_a_zoo_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dekr-w32-cocoo").write_bytes(b"a file of that name")  # an existing path is a path
+    named = ["dekr-w48-cocoo", "mmpose/dekr-w48-cocoo", "supergradients/dekr-w32", "dekr-w32-coco"]
+    paths = ["dekr-w32-cocoo", "w32.pth", "runs/w32/last", "./dekr-w48-cocoo", "/abs/dekr-w48-coco", ""]
+    assert [looks_like_name(v) for v in named] == [True] * len(named)
+    assert [looks_like_name(v) for v in paths] == [False] * len(paths)
+
+
+def test_the_loader_lists_the_zoo_for_a_misspelled_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The one loader (so dekr.load, evaluate, infer, convert): a misspelled zoo name is not
+    reported as a checkpoint file that does not exist; scripts/convert.py's main in this process."""
+    from dekr.checkpoint import ModelLoadError, load_checkpoint
+
+    with pytest.raises(ModelLoadError, match=r"neither a file nor a model-zoo name: .*did you mean 'dekr-w48-coco'"):
+        load_checkpoint("dekr-w48-cocoo")
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import convert
+
+    out = tmp_path / "out.ckpt"
+    assert convert.main(["dekr-w48-cocoo", "--out", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: checkpoint dekr-w48-cocoo is neither a file nor a model-zoo name: "
+                             "unknown model 'dekr-w48-cocoo' (did you mean 'dekr-w48-coco'?)")
+    assert all(name in stderr for name in ZOO) and "does not exist" not in stderr and not out.exists()
+    # a file name keeps the loader's answer: no zoo listing
+    assert convert.main([str(tmp_path / "w48.pth"), "--out", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr == f"error: checkpoint {tmp_path / 'w48.pth'} does not exist\n"
 
 
 # ------------------------------------------------------------------------------------------------ mechanics
@@ -247,6 +291,29 @@ def test_official_entry_explains_manual_steps_and_uses_a_placed_file(
     elsewhere = tmp_path / "mine.pth"
     elsewhere.write_bytes(b"rescore stand-in")
     assert fetch_extra("dekr-w32-coco", "rescore", path=elsewhere) == elsewhere
+
+
+def test_manual_steps_are_complete_in_their_first_line(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The loader reports a missing rescoring net in one line (the first of the message) and goes on:
+    that line alone must say where to get the file and where to put it."""
+    from dekr.checkpoint import _zoo_rescore_state
+
+    dest = tmp_path / "home" / "downloads" / "final_rescore_coco_kpt.pth"
+    with pytest.raises(ManualDownloadRequired) as info:
+        fetch_extra("dekr-w32-coco", "rescore")
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("dekr-w32-coco [rescore]: final_rescore_coco_kpt.pth has no direct download "
+                            "link; to provide it by hand, download final_rescore_coco_kpt.pth from ")
+    assert "https://github.com/HRNet/DEKR" in first and f"put it at {dest}, " in first
+    assert first.endswith('pass its location: fetch_extra("dekr-w32-coco", "rescore", path=...)')
+
+    # the loader's warning, as a user of an official zoo entry without its rescoring net sees it
+    with caplog.at_level(logging.WARNING, logger="dekr.checkpoint"):
+        assert _zoo_rescore_state("dekr-w32-coco") is None
+    (record,) = [r for r in caplog.records if "no rescoring net" in r.getMessage()]
+    assert record.getMessage() == f"dekr-w32-coco: no rescoring net ({first})"
+    assert "To provide it by hand:)" not in record.getMessage()
 
 
 def test_manual_file_with_known_hash_is_verified(tmp_path: Path) -> None:

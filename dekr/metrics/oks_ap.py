@@ -49,6 +49,7 @@ import copy
 import io
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -432,11 +433,28 @@ class OKSAP(Metric):
                                 self.spec.category_ids)
 
 
+#: How :func:`format_table` shows a metric COCOeval could not define.
+UNDEFINED_CELL = "n/a"
+
+
+def format_cell(value: float) -> str:
+    """One table cell: ``value`` x 100 with one decimal, or :data:`UNDEFINED_CELL` where COCOeval
+    reports -1 (no ground truth in the area range or CrowdPose subset, e.g. APL with no large
+    people), which x 100 would otherwise read as a real AP of -100.0."""
+    if math.isnan(value) or value < 0:
+        return UNDEFINED_CELL
+    return f"{100 * value:.1f}"
+
+
 def format_table(stats: dict[str, float], title: str = "") -> str:
-    """The AP table in the paper's layout (values x 100, one decimal), as a markdown table."""
+    """The AP table in the paper's layout (values x 100, one decimal), as a markdown table.
+
+    Undefined metrics (COCOeval's -1) show as :data:`UNDEFINED_CELL`; ``stats`` itself, and so the
+    logged and saved values, keep the -1.
+    """
     keys = [k for k in (*COCO_KEYS, *CROWD_KEYS) if k in stats]
     keys = list(dict.fromkeys(keys))
     head = "| " + " | ".join(["model" if title else ""] + keys) + " |"
     sep = "|" + "---|" * (len(keys) + 1)
-    row = "| " + " | ".join([title] + [f"{100 * stats[k]:.1f}" for k in keys]) + " |"
+    row = "| " + " | ".join([title] + [format_cell(float(stats[k])) for k in keys]) + " |"
     return "\n".join([head, sep, row])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dekr.data.spec import load_spec
-from dekr.metrics.oks_ap import BACKENDS, COCO_KEYS, CROWD_KEYS, OKSAP
+from dekr.metrics.oks_ap import BACKENDS, COCO_KEYS, CROWD_KEYS, OKSAP, format_table
 
 from tests.conftest import FIXTURES
 
@@ -334,3 +334,17 @@ def test_ddp_two_ranks_gather_lists():
     assert results[0][0] == pytest.approx(0.8609, abs=5e-5)
     assert results[0][1] == pytest.approx(0.8609, abs=5e-5)
     assert results[1] == results[0]
+
+
+def test_format_table_shows_undefined_metrics_as_na():
+    """COCOeval's -1 (APL without large people, AP_easy of a CrowdPose subset) is not an AP of -100."""
+    stats = {"AP": 0.6789, "AP50": 1.0, "AP75": 0.0, "APM": 0.5, "APL": -1.0, "AR": 0.7, "AR50": 1.0,
+             "AR75": 0.0, "ARM": 0.55, "ARL": -1.0}
+    head, _, row = format_table(stats, "w32").splitlines()
+    assert head == "| model | AP | AP50 | AP75 | APM | APL | AR | AR50 | AR75 | ARM | ARL |"
+    assert row == "| w32 | 67.9 | 100.0 | 0.0 | 50.0 | n/a | 70.0 | 100.0 | 0.0 | 55.0 | n/a |"
+    assert "-100" not in row and stats["APL"] == -1.0  # the values themselves are left as they are
+
+    crowd = {k: 0.5 for k in CROWD_KEYS} | {"AP_easy": -1.0}
+    cells = format_table(crowd).splitlines()[2].strip("| ").split(" | ")
+    assert dict(zip(CROWD_KEYS, cells))["AP_easy"] == "n/a" and cells.count("50.0") == len(CROWD_KEYS) - 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import pytest
@@ -37,15 +38,64 @@ def test_evaluate_end_to_end(tmp_path, capsys, config, root, extra):
         assert "AP_easy" in stats
 
 
-def test_a_bad_decode_option_names_its_flag_before_anything_is_read(tmp_path):
-    """config model.decode <- flags <- --decode; an error stops before any checkpoint or image is read."""
+def evaluate_refused(args: list[str], capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """``scripts/evaluate.py``'s ``main(args)`` in this process, for a run refused before it evaluates
+    anything: (exit status, stderr)."""
     import evaluate
 
+    # Lightning's log handlers hold the sys.stderr of the test that imported it, whose capture is
+    # closed by now: writing there would print a "Logging error" traceback into this test's stderr.
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler) is logging.StreamHandler:  # not pytest's capture handlers (subclasses)
+                monkeypatch.setattr(handler, "stream", sys.stderr)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_a_bad_decode_option_names_its_flag_before_anything_is_read(tmp_path, capsys, monkeypatch):
+    """config model.decode <- flags <- --decode; an error stops before any checkpoint or image is read."""
     missing = str(tmp_path / "never_read.ckpt")
-    with pytest.raises(SystemExit, match=r"^error: --decode: decode option 'scales' must be a list of float"):
-        evaluate.main(["--config", "demo.yaml", "--ckpt", missing, "--scales", "2", "1", "--decode", "scales=2"])
-    with pytest.raises(SystemExit, match=r"^error: --decode expects key=value, got 'flip'"):
-        evaluate.main(["--config", "demo.yaml", "--ckpt", missing, "--decode", "flip"])
-    with pytest.raises(SystemExit, match=r"^error: --flip/--scales/--rescore/--input-size: decode: scales must "
-                                         r"contain 1"):
-        evaluate.main(["--config", "demo.yaml", "--ckpt", missing, "--scales", "2"])
+    cases = [
+        (["--scales", "2", "1", "--decode", "scales=2"],
+         "error: --decode: decode option 'scales' must be a list of float"),
+        (["--decode", "flip"], "error: --decode expects key=value, got 'flip'"),
+        (["--scales", "2"], "error: --flip/--scales/--rescore/--input-size: decode: scales must contain 1"),
+    ]
+    for flags, message in cases:
+        args = ["--config", "demo.yaml", "--ckpt", missing, *flags]
+        code, stderr = evaluate_refused(args, capsys, monkeypatch)
+        assert code == 2 and stderr.startswith(message) and len(stderr.splitlines()) == 1, stderr
+
+
+def test_a_wrong_data_root_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "nope"
+    args = ["--config", "w32_crowdpose.yaml", "--random-init", "--data-root", str(root),
+            "--accelerator", "cpu", "--devices", "1", "--num-workers", "0"]
+    code, stderr = evaluate_refused(args, capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in stderr, stderr
+    # after Lightning's "GPU available: ..." notes, the DataError of the first file read, in one line
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [stderr.splitlines()[-1]], stderr
+    assert errors[0].startswith(f"error: annotation file not found: {root}/") and errors[0].endswith(".json")
+
+
+def test_an_unknown_config_name_lists_the_configs(capsys, monkeypatch):
+    code, stderr = evaluate_refused(["--config", "nope.yaml", "--random-init"], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("error: config 'nope.yaml' not found") and "'w32_coco.yaml'" in stderr
+
+
+def test_a_missing_checkpoint_or_model_section_is_one_line(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "none.ckpt"
+    code, stderr = evaluate_refused(["--config", "demo.yaml", "--ckpt", str(missing)], capsys, monkeypatch)
+    assert (code, stderr) == (2, f"error: checkpoint {missing} does not exist\n")
+
+    no_model = tmp_path / "data_only.yaml"
+    no_model.write_text("data: {}\n")
+    code, stderr = evaluate_refused(["--config", str(no_model), "--random-init"], capsys, monkeypatch)
+    assert code == 2 and stderr.startswith(f"error: {no_model}: no 'model' section"), stderr

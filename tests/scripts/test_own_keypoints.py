@@ -214,10 +214,13 @@ def test_rescoring_net_for_the_skeleton_and_coco_nets_refused(run: OwnKeypointsR
                                "--preds", str(FIXTURES / "reference_preds" / "example_coco_preds.json"),
                                "--out", str(run.folder / "rescore_coco.pth"), "--epochs", "1"])
     crowdpose = FIXTURES / "reference" / "final_rescore_crowd_pose_kpt.pth"
-    with pytest.raises(SystemExit, match=rf"rescoring net {re.escape(str(coco))} was trained for spec 'coco'.*not "
-                                         r"for the model's spec 'ap10k'"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # a user error: one line on stderr, exit status 2
         evaluate.main(["--config", str(run.run_dir / "config.yaml"), "--ckpt", str(run.best_ckpt), *CPU,
                        "--rescore", str(coco), "--out", str(run.folder / "never.json")])
+    assert refused.value.code == 2
+    assert re.search(rf"^error: .*rescoring net {re.escape(str(coco))} was trained for spec 'coco'.*not for the "
+                     r"model's spec 'ap10k'", capsys.readouterr().err, re.MULTILINE)
     with pytest.raises(SystemExit, match=rf"rescoring net {re.escape(str(crowdpose))} takes 59 features, but "
                                          r"the model's spec 'ap10k' gives 68"):
         infer.main(["--ckpt", str(run.best_ckpt), "--input", str(AP10K), "--out", str(run.folder / "never"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.scripts.script_runner import threads_per_worker
+from tests.scripts.script_runner import threads_per_worker, usable_cpus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # (tests/scripts/script_runner.clean_env gives one thread unless a test asks for its share).
 os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker()))
 torch.set_num_threads(threads_per_worker())
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per usable CPU (a cgroup CPU quota counts, which xdist's own count misses)."""
+    return usable_cpus()
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks

@@ -3,6 +3,7 @@ process may use, and the order and grouping that let ``pytest -n`` workers share
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ from tests.scripts.script_runner import threads_per_worker, usable_cpus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The scripts are importable by name (``import train``, ``import evaluate``) in every test: their
+# ``main`` runs in process where a subprocess would only add interpreter and import time.
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 # In-process tests compute with this worker's share of the cores; subprocesses take it from the env

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from dekr.config import CONFIG_DIR
-from tests.conftest import REPO_ROOT
 
 RUN_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 DATA_PARTS = sorted(p.name for p in (CONFIG_DIR / "data").glob("*.yaml"))
@@ -32,8 +31,6 @@ PAPER = {
 
 def print_config(*args: str) -> dict[str, Any]:
     """The config ``scripts/train.py ARGS --print_config`` prints, parsed."""
-    if str(REPO_ROOT / "scripts") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import train  # noqa: PLC0415  (the script, importable once scripts/ is on the path)
 
     argv, out = list(sys.argv), io.StringIO()

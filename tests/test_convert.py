@@ -11,7 +11,7 @@ import dekr
 from dekr.convert import CheckpointMismatchError, convert_official_state_dict, load_official_state_dict
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 from tests.official_standin import REFERENCE_DIR, read_keys, standin_state_dict, write_standin_checkpoint
-from tests.scripts.script_runner import REPO, run_script
+from tests.scripts.script_runner import run_script
 
 VARIANT_NETS = {
     "w32_coco": DEKRNetConfig(backbone="hrnet_w32", num_keypoints=17, heatmap_channels=32),
@@ -113,7 +113,6 @@ def test_truncated_and_missing_files(tmp_path: Path) -> None:
 
 def test_script_reports_mismatch_without_writing(tmp_path: Path, monkeypatch, capsys) -> None:
     # scripts/convert.py's main in this process (the CLI's success path runs in a subprocess above)
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import convert
 
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "crowd.pth")

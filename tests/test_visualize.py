@@ -98,11 +98,6 @@ def test_draws_real_annotations():
 
 def test_make_figures_sample_and_curves(tmp_path):
     """scripts/make_figures.py: the sample image, and the training curve from metrics.json and CSV."""
-    import sys
-
-    from tests.conftest import REPO_ROOT
-
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import make_figures
 
     history = [

@@ -136,7 +136,6 @@ def test_the_loader_lists_the_zoo_for_a_misspelled_name(tmp_path: Path, monkeypa
 
     with pytest.raises(ModelLoadError, match=r"neither a file nor a model-zoo name: .*did you mean 'dekr-w48-coco'"):
         load_checkpoint("dekr-w48-cocoo")
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
     import convert
 
     out = tmp_path / "out.ckpt"

@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO_ROOT
+from tests.conftest import FIXTURES
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 @pytest.mark.slow

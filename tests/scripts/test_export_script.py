@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.official_standin import write_standin_checkpoint
 from tests.scripts.script_runner import run_script
 from tests.test_export import small_checkpoint
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 def test_export_our_checkpoint_onnx_and_torchscript(tmp_path, capsys):

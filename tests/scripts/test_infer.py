@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, REPO_ROOT
+from tests.conftest import FIXTURES
 from tests.official_standin import write_standin_checkpoint
 from tests.scripts.script_runner import run_script
 from tests.test_export import small_checkpoint
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 FRAMES = FIXTURES / "posetrack18_frames"
 VIDEO = FRAMES / "000001_mpiinew_test.mp4"

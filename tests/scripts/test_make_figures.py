@@ -2,16 +2,13 @@
 predicted through ``dekr.load`` (the library's one prediction path)."""
 from __future__ import annotations
 
-import sys
 
 from dekr.config import load_section
 from dekr.data.dataset import read_image_rgb
 from dekr.data.synthetic import SyntheticConfig, render_scene
 from dekr.dataclass_config import as_config
-from tests.conftest import REPO_ROOT
 from tests.test_export import small_checkpoint
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 def test_demo_predictions_grid(tmp_path):

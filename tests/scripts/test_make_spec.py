@@ -1,7 +1,6 @@
 """scripts/make_spec.py: regenerates the shipped AP-10K spec byte for byte; options and errors."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 
@@ -10,7 +9,6 @@ from dekr.data.spec import load_spec
 from tests.conftest import REPO_ROOT
 from tests.data.test_spec import AP10K_JSON, AP10K_SIGMAS
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 SHIPPED_AP10K = REPO_ROOT / "dekr" / "data" / "specs" / "ap10k.yaml"
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +40,11 @@ from dekr.metrics.oks_ap import OKSAP
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 from dekr.module import DEKRModule
 
-from tests.conftest import FIXTURES, REPO_ROOT
+from tests.conftest import FIXTURES
 from tests.data.test_spec import AP10K_SIGMAS
 from tests.scripts.script_runner import run_script
 from tests.scripts.train_helpers import clean_env, run_train
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 # Its tests share one training run (the module fixture ``run``): one xdist worker runs them all.
 pytestmark = [pytest.mark.slow, pytest.mark.learning, pytest.mark.xdist_group("own_keypoints")]

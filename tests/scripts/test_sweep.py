@@ -12,7 +12,6 @@ import yaml
 from tests.scripts.script_runner import REPO, clean_env, run_script
 from tests.scripts.train_helpers import TINY_ARGS
 
-sys.path.insert(0, str(REPO / "scripts"))
 import sweep  # noqa: E402
 
 

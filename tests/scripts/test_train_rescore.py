@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +10,8 @@ import torch
 from dekr.data.spec import load_spec
 from dekr.inference.rescore import load_rescore_net, rescore
 
-from tests.conftest import FIXTURES, REPO_ROOT
+from tests.conftest import FIXTURES
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 def test_oks_targets_match_metric_rules():

@@ -35,7 +35,6 @@ def train_in_process(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch
     variables: (exit code, stderr). For runs that stop before training (bad configs, preflight
     errors), where a subprocess would spend most of its time importing torch and Lightning. Rank-
     and network-dependent cases stay in subprocesses (both are read when those libraries load)."""
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train
 
     monkeypatch.chdir(cwd)

@@ -127,6 +127,12 @@ def check_run_folder(path: str | os.PathLike) -> list[str]:
     return []
 
 
+def last_checkpoint(run_folder: str | os.PathLike) -> Path | None:
+    """The newest ``last*.ckpt`` of a run folder (what ``--ckpt_path last`` resumes), None if there is none."""
+    found = sorted(Path(run_folder, "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def check_file_option(path: str | None, option: str, what: str) -> list[str]:
     """A file named by an option exists (None: nothing to check)."""
     if path and not Path(path).is_file():
@@ -188,7 +194,11 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
     if not (init_from and init_from in ZOO):  # a zoo name is fetched when the fit starts
         problems += check_file_option(init_from, "--model.init_from", "fine-tuning checkpoint")
     ckpt_path = config.get("ckpt_path")
-    if ckpt_path not in (None, "last", "best", "hpc", "registry"):
+    if ckpt_path == "last" and not config.get("resume_if_present") and last_checkpoint(run_folder) is None:
+        problems.append(f"--ckpt_path last: there is no checkpoint to resume in {Path(run_folder) / 'checkpoints'} "
+                        "(no last*.ckpt); leave --ckpt_path out to start a new run, or add --resume_if_present "
+                        "to resume only when there is one")
+    elif ckpt_path not in (None, "last", "best", "hpc", "registry"):
         problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from")
     pretrained = net.get("pretrained_backbone", False)
     backbone = net.get("backbone", "hrnet_w32")
@@ -209,4 +219,4 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
 
 
 __all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_run_folder", "check_training_run",
-           "datamodule_from_config", "plan_devices", "visible_gpus"]
+           "datamodule_from_config", "last_checkpoint", "plan_devices", "visible_gpus"]

@@ -25,6 +25,7 @@ import signal
 import sys
 import warnings
 from argparse import ArgumentError
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,7 @@ from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, r
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
 from dekr.preflight import PreflightError, check_training_run, last_checkpoint  # noqa: E402
+from dekr.run_lock import RunFolderBusy, hold_run_folder  # noqa: E402
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs  # noqa: E402
 
 log = logging.getLogger("dekr.train")
@@ -171,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt_path == "last" and last_checkpoint(cli.trainer.default_root_dir) is None:
         ckpt_path = None  # --resume_if_present (preflight refused it otherwise)
         log.info("no checkpoint in %s/checkpoints yet: starting a new run", cli.trainer.default_root_dir)
+    # The launching process holds the run folder (DDP workers and the other SLURM tasks are its own run).
+    holding = hold_run_folder(cli.trainer.default_root_dir) if rank_zero_only.rank == 0 else nullcontext()
     try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        with holding:
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    except RunFolderBusy as err:
+        return report_user_error(err)
     except FloatingPointError as err:  # NaN loss: the message names the batch's image ids
         print(f"error: {err}", file=sys.stderr)
         return 1

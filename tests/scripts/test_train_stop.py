@@ -107,3 +107,24 @@ def test_signal_saves_last_and_exits_non_zero(tmp_path: Path, signum: signal.Sig
     assert "Restoring states from the checkpoint" in resumed.stderr
     assert load(last)["global_step"] == (saved["epoch"] + 2) * STEPS_PER_EPOCH
     assert json.loads((root / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_second_training_into_a_busy_folder_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    first = start_long_run(root, tmp_path)
+    wait_for(root / "checkpoints" / "last.ckpt", first)
+    config_before = (root / "config.yaml").read_bytes()
+    second = run_train([*RARE_VALIDATION, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root),
+                        "--seed_everything", "7"], cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"), check=False)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"error: run folder {root} is in use by another training (pid {first.pid} on " in second.stderr
+    assert (root / "config.yaml").read_bytes() == config_before  # the running training's files untouched
+
+    first.kill()  # a SIGKILL: the lock goes with the process, and the next training takes the folder over
+    first.wait()
+    assert (root / ".run.lock.json").exists()  # left behind by the killed holder
+    epochs = load(root / "checkpoints" / "last.ckpt")["epoch"] + 2
+    resumed = run_train([*RARE_VALIDATION, "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir",
+                         str(root), "--ckpt_path", "last"], cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"))
+    assert "Restoring states from the checkpoint" in resumed.stderr
+    assert not (root / ".run.lock.json").exists()

@@ -133,6 +133,19 @@ def last_checkpoint(run_folder: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def check_resume_file(path: Path | None) -> list[str]:
+    """A checkpoint to resume from loads as the training will load it: weights-only (tensors and plain
+    containers, no arbitrary pickled objects), memory-mapped so that a large file is not read whole."""
+    if path is None:
+        return []
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated zip, a foreign pickle, not a torch file
+        return [f"checkpoint to resume from {path} (--ckpt_path) cannot be read weights-only (truncated, corrupt "
+                f"or not a training checkpoint?): {type(err).__name__}: {str(err).strip()[:200]}"]
+    return []
+
+
 def check_file_option(path: str | None, option: str, what: str) -> list[str]:
     """A file named by an option exists (None: nothing to check)."""
     if path and not Path(path).is_file():
@@ -198,8 +211,11 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         problems.append(f"--ckpt_path last: there is no checkpoint to resume in {Path(run_folder) / 'checkpoints'} "
                         "(no last*.ckpt); leave --ckpt_path out to start a new run, or add --resume_if_present "
                         "to resume only when there is one")
-    elif ckpt_path not in (None, "last", "best", "hpc", "registry"):
-        problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from")
+    elif ckpt_path == "last":
+        problems += check_resume_file(last_checkpoint(run_folder))
+    elif ckpt_path not in (None, "best", "hpc", "registry"):
+        problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from") \
+            or check_resume_file(Path(ckpt_path))
     pretrained = net.get("pretrained_backbone", False)
     backbone = net.get("backbone", "hrnet_w32")
     if init_from:  # the fine-tuning file brings the backbone (DEKRModule.on_fit_start)
@@ -218,5 +234,5 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         raise PreflightError(problems)
 
 
-__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_run_folder", "check_training_run",
+__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_resume_file", "check_run_folder", "check_training_run",
            "datamodule_from_config", "last_checkpoint", "plan_devices", "visible_gpus"]

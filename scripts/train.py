@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     holding = hold_run_folder(cli.trainer.default_root_dir) if rank_zero_only.rank == 0 else nullcontext()
     try:
         with holding:
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+            # weights-only on every torch (its default only from torch 2.6): no code runs from a checkpoint
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
     except RunFolderBusy as err:
         return report_user_error(err)
     except FloatingPointError as err:  # NaN loss: the message names the batch's image ids

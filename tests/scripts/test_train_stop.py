@@ -128,3 +128,23 @@ def test_second_training_into_a_busy_folder_is_refused_naming_the_holder(tmp_pat
                          str(root), "--ckpt_path", "last"], cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"))
     assert "Restoring states from the checkpoint" in resumed.stderr
     assert not (root / ".run.lock.json").exists()
+
+
+class NotWeights:
+    """An object a weights-only load refuses (arbitrary classes could run code when unpickled)."""
+
+
+@pytest.mark.parametrize("content", ["truncated", "foreign pickle"])
+def test_unreadable_resume_file_is_refused_before_training(tmp_path: Path, monkeypatch, capsys, content: str) -> None:
+    bad = tmp_path / "bad.ckpt"
+    if content == "truncated":
+        torch.save({"state_dict": {"w": torch.zeros(1000)}}, bad)
+        bad.write_bytes(bad.read_bytes()[:300])
+    else:
+        torch.save({"state_dict": {}, "extra": NotWeights()}, bad)
+    root = tmp_path / "run"
+    code, stderr = train_in_process([*RARE_VALIDATION, "--trainer.default_root_dir", str(root), "--ckpt_path",
+                                     str(bad)], tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert f"checkpoint to resume from {bad} (--ckpt_path) cannot be read weights-only" in stderr
+    assert not root.exists()

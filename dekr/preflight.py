@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,32 @@ def last_checkpoint(run_folder: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+#: Free space an output file needs at least (a checkpoint of the large models is a few hundred MB;
+#: results json files are smaller): below it, a script refuses before its work rather than after.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_output_file(path: str | os.PathLike, option: str, min_free_bytes: int = MIN_FREE_BYTES) -> list[str]:
+    """A file a script will write can be written: not a folder, its folder exists or can be created
+    in a writable place, and the file system has ``min_free_bytes`` free. Checked before the work,
+    so that a bad ``--out`` does not lose it; nothing is created here."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        return [f"{option} {path} is a folder; give a file name"]
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) \
+            or (path.exists() and not os.access(path, os.W_OK)):
+        where = path if path.exists() else existing
+        return [f"{option} {path} cannot be written: {where} is not writable (read-only file system or permissions)"]
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes:
+        return [f"{option} {path} cannot be written: {free / 2**20:.1f} MiB free on its file system, "
+                f"{min_free_bytes / 2**20:.0f} MiB needed"]
+    return []
+
+
 def check_resume_file(path: Path | None) -> list[str]:
     """A checkpoint to resume from loads as the training will load it: weights-only (tensors and plain
     containers, no arbitrary pickled objects), memory-mapped so that a large file is not read whole."""
@@ -234,5 +261,5 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         raise PreflightError(problems)
 
 
-__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_resume_file", "check_run_folder", "check_training_run",
+__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_output_file", "check_resume_file", "check_run_folder", "check_training_run",
            "datamodule_from_config", "last_checkpoint", "plan_devices", "visible_gpus"]

@@ -171,9 +171,14 @@ class OnnxPoseNet:
             raise ModelLoadError(f"ONNX model {self.path} does not exist")
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as err:  # onnxruntime's InvalidProtobuf, InvalidGraph, ... (no common base class)
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            raise ModelLoadError(f"{self.path} is not a readable ONNX model (truncated or not ONNX?): "
+                                 f"{type(err).__name__}: {first_line}") from err
         self.device = torch.device("cpu")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 

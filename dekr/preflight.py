@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,51 @@ def check_run_folder(path: str | os.PathLike) -> list[str]:
     return []
 
 
+def last_checkpoint(run_folder: str | os.PathLike) -> Path | None:
+    """The newest ``last*.ckpt`` of a run folder (what ``--ckpt_path last`` resumes), None if there is none."""
+    found = sorted(Path(run_folder, "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+#: Free space an output file needs at least (a checkpoint of the large models is a few hundred MB;
+#: results json files are smaller): below it, a script refuses before its work rather than after.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_output_file(path: str | os.PathLike, option: str, min_free_bytes: int = MIN_FREE_BYTES) -> list[str]:
+    """A file a script will write can be written: not a folder, its folder exists or can be created
+    in a writable place, and the file system has ``min_free_bytes`` free. Checked before the work,
+    so that a bad ``--out`` does not lose it; nothing is created here."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        return [f"{option} {path} is a folder; give a file name"]
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) \
+            or (path.exists() and not os.access(path, os.W_OK)):
+        where = path if path.exists() else existing
+        return [f"{option} {path} cannot be written: {where} is not writable (read-only file system or permissions)"]
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes:
+        return [f"{option} {path} cannot be written: {free / 2**20:.1f} MiB free on its file system, "
+                f"{min_free_bytes / 2**20:.0f} MiB needed"]
+    return []
+
+
+def check_resume_file(path: Path | None) -> list[str]:
+    """A checkpoint to resume from loads as the training will load it: weights-only (tensors and plain
+    containers, no arbitrary pickled objects), memory-mapped so that a large file is not read whole."""
+    if path is None:
+        return []
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated zip, a foreign pickle, not a torch file
+        return [f"checkpoint to resume from {path} (--ckpt_path) cannot be read weights-only (truncated, corrupt "
+                f"or not a training checkpoint?): {type(err).__name__}: {str(err).strip()[:200]}"]
+    return []
+
+
 def check_file_option(path: str | None, option: str, what: str) -> list[str]:
     """A file named by an option exists (None: nothing to check)."""
     if path and not Path(path).is_file():
@@ -188,8 +234,15 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
     if not (init_from and init_from in ZOO):  # a zoo name is fetched when the fit starts
         problems += check_file_option(init_from, "--model.init_from", "fine-tuning checkpoint")
     ckpt_path = config.get("ckpt_path")
-    if ckpt_path not in (None, "last", "best", "hpc", "registry"):
-        problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from")
+    if ckpt_path == "last" and not config.get("resume_if_present") and last_checkpoint(run_folder) is None:
+        problems.append(f"--ckpt_path last: there is no checkpoint to resume in {Path(run_folder) / 'checkpoints'} "
+                        "(no last*.ckpt); leave --ckpt_path out to start a new run, or add --resume_if_present "
+                        "to resume only when there is one")
+    elif ckpt_path == "last":
+        problems += check_resume_file(last_checkpoint(run_folder))
+    elif ckpt_path not in (None, "best", "hpc", "registry"):
+        problems += check_file_option(ckpt_path, "--ckpt_path", "checkpoint to resume from") \
+            or check_resume_file(Path(ckpt_path))
     pretrained = net.get("pretrained_backbone", False)
     backbone = net.get("backbone", "hrnet_w32")
     if init_from:  # the fine-tuning file brings the backbone (DEKRModule.on_fit_start)
@@ -208,5 +261,5 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         raise PreflightError(problems)
 
 
-__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_run_folder", "check_training_run",
-           "datamodule_from_config", "plan_devices", "visible_gpus"]
+__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_output_file", "check_resume_file", "check_run_folder", "check_training_run",
+           "datamodule_from_config", "last_checkpoint", "plan_devices", "visible_gpus"]

@@ -4,7 +4,8 @@
     trainer.fit(DEKRModule(...), datamodule=DEKRDataModule(...))
 
 The run folder ``root_dir`` then holds ``checkpoints/last.ckpt`` (refreshed every epoch) and
-``checkpoints/best-*.ckpt`` (by ``val/AP``), both written atomically, ``metrics.json`` (the final,
+``checkpoints/best-*.ckpt`` (by ``val/AP``), both written atomically, ``last.ckpt`` also when
+SIGTERM or Ctrl-C stops the run, ``metrics.json`` (the final,
 best and per-epoch figures) and the W&B run (``wandb/``; offline without an API key or network,
 ``WANDB_MODE=disabled`` turns it off). The learning rate is logged once per epoch, and a SLURM
 requeue signal is acted on at the next safe point of the loop (:class:`RequeueAtSafePoint`).
@@ -20,8 +21,8 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from dekr.callbacks import (AtomicCheckpointIO, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,
-                            PoseImageLogger, RequeueAtSafePoint, RNGStateCheckpoint)
+from dekr.callbacks import (AtomicCheckpointIO, CheckpointOnStop, EpochHistory, ImagesPerSecond,
+                            LastAndBestCheckpoint, PoseImageLogger, RequeueAtSafePoint, RNGStateCheckpoint)
 from dekr.loggers import WandbLogger
 
 # The checkpoint callback of a run: the best epoch by validation OKS-AP, and the last one.
@@ -41,7 +42,8 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
         root_dir: the run folder (``trainer.default_root_dir``).
         callbacks: callbacks of your own; a :class:`LastAndBestCheckpoint` (``CHECKPOINT_DEFAULTS``),
             :class:`PoseImageLogger`, :class:`ImagesPerSecond`, :class:`EpochHistory` and
-            :class:`RNGStateCheckpoint` (resumed runs draw what uninterrupted ones would) are added
+            :class:`RNGStateCheckpoint` (resumed runs draw what uninterrupted ones would) and
+            :class:`CheckpointOnStop` (SIGTERM / Ctrl-C save ``last.ckpt`` before stopping) are added
             unless one of the kind is given, a ``LearningRateMonitor`` (per epoch) first when there
             is a logger, and :class:`RequeueAtSafePoint` last. Checkpoint callbacks without a
             ``dirpath`` write to ``root_dir/checkpoints``, a fixed folder that ``ckpt_path="last"``
@@ -56,7 +58,7 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
     callbacks = _as_list(callbacks)
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         callbacks.append(LastAndBestCheckpoint(**CHECKPOINT_DEFAULTS))
-    for kind in (PoseImageLogger, ImagesPerSecond, EpochHistory, RNGStateCheckpoint):
+    for kind in (PoseImageLogger, ImagesPerSecond, EpochHistory, RNGStateCheckpoint, CheckpointOnStop):
         if not any(isinstance(c, kind) for c in callbacks):
             callbacks.append(kind())
     for callback in callbacks:

@@ -23,6 +23,7 @@ from dekr.checkpoint import ModelLoadError, save_module_checkpoint  # noqa: E402
 from dekr.config import load_section, resolve_config_path  # noqa: E402
 from dekr.models.dekr import DEKRNetConfig  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
+from dekr.preflight import check_output_file  # noqa: E402
 
 #: Fields that define the architecture (the rest of model.net, e.g. backends and init, may differ).
 ARCHITECTURE = ("backbone", "num_keypoints", "heatmap_channels", "offset_channels_per_keypoint", "offset_blocks",
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output .ckpt path")
     args = parser.parse_args(argv)
 
+    problems = check_output_file(args.out, "--out")  # before converting, not after
+    if problems:
+        print(f"error: {problems[0]}", file=sys.stderr)
+        return 1
     model_cfg: dict = {}
     if args.config:
         model_cfg = dict(load_section(resolve_config_path(args.config), "model"))

@@ -28,6 +28,7 @@ from dekr.evaluation import Evaluation, evaluate
 from dekr.inference.config import merge_decode_options
 from dekr.metrics.oks_ap import format_table
 from dekr.module import DEKRModule
+from dekr.preflight import check_output_file
 
 
 def run_evaluation(args: argparse.Namespace) -> Evaluation:
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         parser.error("give --ckpt (a checkpoint file or a model-zoo name), or --random-init for a smoke test")
     # A config, checkpoint or dataset file that is not there, or an option the config or the flags
     # set wrongly, is the user's to fix: one line naming it, exit status 2 (as scripts/train.py).
+    out = Path(args.out or f"outputs/{Path(args.config).stem}_{args.split}_results.json")
+    problems = check_output_file(out, "--out", min_free_bytes=2**20)  # before the evaluation, not after it
+    if problems:
+        raise SystemExit(report_user_error(problems[0]))
     try:
         result = run_evaluation(args)
     except USER_ERRORS as err:
@@ -94,7 +99,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"\n{Path(args.config).stem} {args.split}: flip={cfg.flip_test} scales={list(cfg.scales)} "
               f"rescore={cfg.rescore or 'off'} input={cfg.input_size}")
         print(format_table(result.stats, name))
-        out = Path(args.out or f"outputs/{Path(args.config).stem}_{args.split}_results.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result.results))
         print(f"{len(result.results)} poses written to {out}")

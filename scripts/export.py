@@ -27,6 +27,7 @@ from dekr.checkpoint import ModelLoadError, load_checkpoint  # noqa: E402
 from dekr.dataclass_config import ConfigError  # noqa: E402
 from dekr.export import OnnxPoseNet, export_onnx, export_torchscript, spec_metadata, verify_export  # noqa: E402
 from dekr.inference.config import resolve_decode  # noqa: E402
+from dekr.preflight import check_output_file  # noqa: E402
 
 
 def check_shapes(height: int, width: int, batch: int, dynamic: bool) -> list[tuple[int, int, int, int]]:
@@ -34,6 +35,15 @@ def check_shapes(height: int, width: int, batch: int, dynamic: bool) -> list[tup
     if dynamic:  # a second batch size and input size proves the dynamic axes
         shapes.append((batch + 1, 3, height + 64, width + 32))
     return shapes
+
+
+def output_path(out: str | None, ckpt: str, fmt: str, formats: int) -> Path:
+    """Where one format is written: ``--out`` as given for a single format, else with the format's suffix
+    (``--out`` or the checkpoint's name)."""
+    suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
+    if out and formats == 1:
+        return Path(out)
+    return Path(out).with_suffix(suffix) if out else Path(ckpt).with_suffix(suffix)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,6 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
 
+    for fmt in args.format:  # the outputs can be written: checked before the export, not after it
+        problems = check_output_file(output_path(args.out, args.ckpt, fmt, len(args.format)), "--out")
+        if problems:
+            raise SystemExit(f"error: {problems[0]}")
     try:
         model = load_checkpoint(args.ckpt, spec=args.spec)
         size = resolve_decode(model.spec, model.decode_layer).input_size
@@ -81,12 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     meta = spec_metadata(model.spec, model.decode, source=model.format, checkpoint=ckpt.name)
     failed = False
     for fmt in args.format:
-        suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
-        out = (
-            Path(args.out)
-            if args.out and len(args.format) == 1
-            else (Path(args.out).with_suffix(suffix) if args.out else ckpt.with_suffix(suffix))
-        )
+        out = output_path(args.out, args.ckpt, fmt, len(args.format))
         if fmt == "onnx":
             export_onnx(
                 model.net,

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> Path:
                         help=f"K OKS sigmas in keypoint order, comma-separated, already divided by 10 (COCO's "
                              f"nose: 0.026), or 'default' ({DEFAULT_SIGMA} for every keypoint)")
     parser.add_argument("--name", help="spec name (default: the annotation file's stem)")
+    parser.add_argument("--skeleton-base", type=int, choices=(0, 1),
+                        help="how the file's skeleton numbers keypoints: 1 (COCO) or 0 (default: recognised "
+                             "from the skeleton; needed only when it could be either)")
     args = parser.parse_args(argv)
 
     categories = None if args.categories.strip().lower() == "all" else _list(args.categories)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError:
         parser.error(f"--sigmas: expected comma-separated numbers or 'default', got {args.sigmas!r}")
     try:
-        derived = spec_from_coco(args.annotations, categories=categories, sigmas=sigmas, name=args.name)
+        derived = spec_from_coco(args.annotations, categories=categories, sigmas=sigmas, name=args.name,
+                                 skeleton_base=args.skeleton_base)
     except (OSError, ValueError) as err:
         parser.exit(2, f"make_spec: error: {err}\n")
     out = Path(args.out)
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> Path:
           f"({', '.join(derived.category_names[:6])}{', ...' if len(spec.category_ids) > 6 else ''})")
     print(f"flip pairs ({len(spec.flip_pairs)}): " + ", ".join(f"{names[a]}-{names[b]}" for a, b in spec.flip_pairs))
     print(f"no side, mapped to themselves: {', '.join(derived.centre_keypoints) or 'none'}")
+    print(f"skeleton: {len(spec.skeleton)} limbs, numbered from {derived.skeleton_base} in the file"
+          f"{' (as in COCO)' if derived.skeleton_base == 1 else ''}")
     if derived.unpaired_keypoints:
         print(f"CHECK: a side in the name but no partner: {', '.join(derived.unpaired_keypoints)}")
     if not derived.sigmas_given:

@@ -4,6 +4,7 @@
     python scripts/train.py --config demo.yaml                      # the laptop demo (synthetic data)
     python scripts/train.py --config w32_coco.yaml --data.init_args.root /data/coco --trainer.devices 4
     python scripts/train.py --config w32_coco.yaml --ckpt_path last  # resume the run in trainer.default_root_dir
+    python scripts/train.py --config w32_coco.yaml --ckpt_path last --resume_if_present  # resume or start
     python scripts/train.py --config demo.yaml --print_config        # the resolved config
 
 A LightningCLI: ``--config NAME.yaml`` is looked up in ``configs/`` when it is not a path, and
@@ -13,13 +14,18 @@ bf16-mixed``, ``--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAverag
 in ``trainer.default_root_dir`` (default ``runs/<config name>``): ``config.yaml`` (the resolved
 config) and what :func:`dekr.training.trainer_kwargs` sets up for Python runs too: checkpoints
 (``last``, ``best-*`` by ``val/AP``, written atomically), ``metrics.json`` and the W&B run.
+
+Exit status: 0 when the training finished, 2 for a user error (one line on stderr), 1 for a NaN loss,
+128 + the signal number when SIGTERM or Ctrl-C stopped it (after writing ``last.ckpt``).
 """
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 from argparse import ArgumentError
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,13 +35,16 @@ from lightning.pytorch import Trainer  # noqa: E402
 from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 
-from dekr.callbacks import EpochHistory, ImagesPerSecond, LastAndBestCheckpoint, PoseImageLogger  # noqa: E402
+from dekr.callbacks import (CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,  # noqa: E402
+                            PoseImageLogger)
 from dekr.config import PARTS_KEY, config_stack  # noqa: E402
 from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, report_user_error  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
-from dekr.preflight import PreflightError, check_training_run  # noqa: E402
+from dekr.preflight import PreflightError, check_training_run, last_checkpoint  # noqa: E402
+from dekr.run_lock import RunFolderBusy, hold_run_folder  # noqa: E402
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs  # noqa: E402
 
 log = logging.getLogger("dekr.train")
@@ -81,6 +90,9 @@ class DEKRCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                             help="resume: 'last' (the run's last.ckpt), 'best', or a checkpoint path")
+        parser.add_argument("--resume_if_present", type=bool, default=False,
+                            help="with --ckpt_path last: start a new run when the run folder has no checkpoint "
+                                 "yet (instead of refusing): for job scripts that may run first or again")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="evaluate the best checkpoint on the test split after training")
         parser.add_argument(f"--{PARTS_KEY}", type=Optional[list[str]], default=None,
@@ -158,13 +170,29 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, TypeError) as err:  # TypeError: arguments a class refuses when instantiated
         return report_user_error(err)
     ckpt_path = cli.config.get("ckpt_path")
+    if ckpt_path == "last" and last_checkpoint(cli.trainer.default_root_dir) is None:
+        ckpt_path = None  # --resume_if_present (preflight refused it otherwise)
+        log.info("no checkpoint in %s/checkpoints yet: starting a new run", cli.trainer.default_root_dir)
+    # The launching process holds the run folder (DDP workers and the other SLURM tasks are its own run).
+    holding = hold_run_folder(cli.trainer.default_root_dir) if rank_zero_only.rank == 0 else nullcontext()
     try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        with holding:
+            # weights-only on every torch (its default only from torch 2.6): no code runs from a checkpoint
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RunFolderBusy as err:
+        return report_user_error(err)
     except FloatingPointError as err:  # NaN loss: the message names the batch's image ids
         print(f"error: {err}", file=sys.stderr)
         return 1
     except USER_ERRORS as err:  # missing dataset files, incompatible checkpoint, ...
         return report_user_error(err, with_type=True)
+    except SIGTERMException:  # Lightning's exit on SIGTERM (and Ctrl-C, CheckpointOnStop): not a success
+        stop = next(c for c in cli.trainer.callbacks if isinstance(c, CheckpointOnStop)).stopped
+        if stop is None:
+            print("error: stopped by SIGTERM", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        print(f"error: {stop.message()}", file=sys.stderr)
+        return stop.exit_code
     history = next(c for c in cli.trainer.callbacks if isinstance(c, EpochHistory))
     if history.written is not None:
         print(f"run folder: {cli.trainer.default_root_dir}  (metrics: {history.written})")

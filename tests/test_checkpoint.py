@@ -154,6 +154,11 @@ def test_load_errors(tmp_path, small_model):
     truncated.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ModelLoadError, match="not a readable"):
         load_checkpoint(truncated)
+    for name, content in (("random.onnx", bytes(range(256)) * 8), ("empty.onnx", b"")):
+        onnx_file = tmp_path / name
+        onnx_file.write_bytes(content)
+        with pytest.raises(ModelLoadError, match=f"{name} is not a readable ONNX model"):
+            load_checkpoint(onnx_file)
     other = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)
     with pytest.raises(ModelLoadError, match="not a DEKR checkpoint of a known format"):

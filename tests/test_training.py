@@ -9,7 +9,7 @@ import pytest
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from dekr.callbacks import (AtomicCheckpointIO, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,
+from dekr.callbacks import (AtomicCheckpointIO, CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,
                             PoseImageLogger, RequeueAtSafePoint, RNGStateCheckpoint)
 from dekr.loggers import WandbLogger
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs
@@ -21,7 +21,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert kwargs["default_root_dir"] == str(tmp_path / "run")
     kinds = [type(c) for c in kwargs["callbacks"]]
     assert kinds == [LearningRateMonitor, LastAndBestCheckpoint, PoseImageLogger, ImagesPerSecond,
-                     EpochHistory, RNGStateCheckpoint, RequeueAtSafePoint]
+                     EpochHistory, RNGStateCheckpoint, CheckpointOnStop, RequeueAtSafePoint]
     checkpoint = kwargs["callbacks"][1]
     assert checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
     assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_last, checkpoint.save_top_k) == \
@@ -41,7 +41,7 @@ def test_given_ones_are_kept_and_completed(tmp_path: Path) -> None:
     kwargs = trainer_kwargs(tmp_path, callbacks=[own, history], logger=False, plugins=io)
     assert kwargs["logger"] is False
     assert [type(c) for c in kwargs["callbacks"]] == [ModelCheckpoint, EpochHistory, PoseImageLogger,
-                                                       ImagesPerSecond, RNGStateCheckpoint,
+                                                       ImagesPerSecond, RNGStateCheckpoint, CheckpointOnStop,
                                                        RequeueAtSafePoint]  # no LR monitor
     assert kwargs["callbacks"][0] is own and own.dirpath == str(tmp_path / "checkpoints")
     assert kwargs["callbacks"][1] is history and kwargs["plugins"] == [io]

@@ -2,6 +2,7 @@
 ModelCheckpoint whose ``last.ckpt`` is always the latest epoch."""
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -10,6 +11,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from dekr.callbacks.preemption import batch_end_is_safe
 from dekr.checkpoint import atomic_torch_save
 
 
@@ -28,30 +30,60 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class LastAndBestCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that refreshes ``last.ckpt`` after *every* epoch.
+    """``ModelCheckpoint`` that refreshes ``last.ckpt`` after *every* training epoch, whatever the
+    validation interval, and optionally every ``every_n_minutes`` of training too.
 
-    Lightning 2.6 writes ``last`` only when a top-k checkpoint was written in the same step, so a
-    run whose monitored metric stops improving would resume from a stale ``last.ckpt``.
+    Lightning 2.6 writes ``last`` only when a top-k checkpoint was written in the same step, and with
+    ``check_val_every_n_epoch > 1`` only in the epochs that validate, so a run killed before its first
+    validation would lose every epoch. The epoch's checkpoint is written at the end of the epoch,
+    after its validation (if any), so it carries the epoch's ``val/AP`` and best score.
+
+    Args:
+        every_n_minutes: also refresh ``last.ckpt`` at the first batch end (after an optimizer step)
+            once this many minutes of training have passed since the last one: for long epochs on
+            preemptible machines. ``None``: at epoch ends only.
+        **kwargs: ``ModelCheckpoint``'s.
     """
 
-    _last_step_of_last: int = -1
+    def __init__(self, *args: Any, every_n_minutes: Optional[float] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if every_n_minutes is not None and not every_n_minutes > 0:
+            raise ValueError(f"checkpoint.every_n_minutes must be positive, got {every_n_minutes}")
+        self.every_n_minutes = every_n_minutes
+        self.last_saved_step = -1
+        self._last_time_of_last = time.monotonic()
 
     def _save_last_checkpoint(self, trainer: "pl.Trainer", monitor_candidates: dict) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
         if self.save_last:
-            self._last_step_of_last = trainer.global_step
+            self.last_saved_step = trainer.global_step
+            self._last_time_of_last = time.monotonic()
 
-    def _refresh_last(self, trainer: "pl.Trainer") -> None:
+    def save_last_now(self, trainer: "pl.Trainer") -> None:
+        """Write ``last.ckpt`` at this point of the loop, unless it already holds this global step."""
         if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
-                and self._last_step_of_last != trainer.global_step:
+                and self.last_saved_step != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_time_of_last = time.monotonic()
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.every_n_minutes is None or (time.monotonic() - self._last_time_of_last) < 60 * self.every_n_minutes:
+            return
+        # every rank decides together (the save is a collective under DDP)
+        if trainer.strategy.reduce_boolean_decision(batch_end_is_safe(trainer, batch_idx), all=True):
+            self.save_last_now(trainer)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        # After the epoch's validation (Lightning runs it before this hook), whether or not it ran.
+        self.save_last_now(trainer)
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        if not self._should_save_on_train_epoch_end(trainer) and not trainer.sanity_checking:
+            self.save_last_now(trainer)

@@ -16,8 +16,9 @@ class EpochHistory(Callback):
     with ``validation_prefix``) appear only in the rows of the epochs that ran a validation, so
     ``[row["val/AP"] for row in history if "val/AP" in row]`` has one value per validation.
 
-    When ``fit`` ends, rank 0 writes ``metrics_file`` in the run folder (``trainer.default_root_dir``):
-    ``best_score``, ``monitor``, ``best_model_path`` and ``last_model_path`` of the checkpoint
+    When ``fit`` ends, or stops on an exception (SIGTERM, Ctrl-C, an error), rank 0 writes
+    ``metrics_file`` in the run folder (``trainer.default_root_dir``): ``status`` (``finished``,
+    ``stopped`` or ``failed``), ``best_score``, ``monitor``, ``best_model_path`` and ``last_model_path`` of the checkpoint
     callback, ``epochs``, ``global_step``, ``final`` (the last scalar metrics) and ``history``.
 
     Args:
@@ -46,11 +47,19 @@ class EpochHistory(Callback):
         self.history.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "finished")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # a stopped or failed run keeps its figures so far (a resumed run rewrites the file)
+        self._write(trainer, "stopped" if isinstance(exception, (SystemExit, KeyboardInterrupt)) else "failed")
+
+    def _write(self, trainer: L.Trainer, status: str) -> None:
         if self.metrics_file is None or not trainer.is_global_zero:
             return
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_score", None)
         summary = {
+            "status": status,
             "best_score": float(best) if best is not None else None,
             "monitor": getattr(checkpoint, "monitor", None),
             "best_model_path": getattr(checkpoint, "best_model_path", None),

@@ -97,7 +97,7 @@ class RequeueAtSafePoint(Callback):
     # -- safe points ----------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._deferred is None or not _batch_end_is_safe(trainer, batch_idx):
+        if self._deferred is None or not batch_end_is_safe(trainer, batch_idx):
             return
         self._maybe_requeue(trainer, f"end of batch {batch_idx} (epoch {trainer.current_epoch})")
 
@@ -117,7 +117,7 @@ class RequeueAtSafePoint(Callback):
         self._deferred(self._signum, None)
 
 
-def _batch_end_is_safe(trainer: L.Trainer, batch_idx: int) -> bool:
+def batch_end_is_safe(trainer: L.Trainer, batch_idx: int) -> bool:
     """True when the optimizer stepped on this batch and neither validation nor the epoch end follows
     it (the same answer on every rank)."""
     if (batch_idx + 1) % max(int(trainer.accumulate_grad_batches), 1) != 0:

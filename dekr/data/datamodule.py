@@ -290,6 +290,7 @@ class DEKRDataModule(LightningDataModule):
         if self.dataset_kind == "synthetic" and not self.synthetic.cache_dir:
             data = SyntheticKeypoints(synthetic_split, self.synthetic, self.spec)
             coco, image_dir, image_loader = data.coco, None, data.render
+            source = f"<synthetic {synthetic_split} annotations>"
         else:
             if self.dataset_kind == "synthetic":
                 write_synthetic_coco(self.synthetic.cache_dir, self.synthetic, splits=(synthetic_split,),
@@ -300,14 +301,14 @@ class DEKRDataModule(LightningDataModule):
             else:
                 ann_path, image_dir = self.split_paths(split)
             coco = load_coco_json(ann_path)
+            source = str(ann_path)
         self._coco[split] = coco
         ds = CocoKeypointDataset(
             coco, image_dir, self.spec, train=split == "train", input_size=self.input_size,
             output_size=self.output_size, augmentation=self.augmentation, targets=self.targets,
             official_quirks=self.official_quirks, min_center_area=self.min_center_area,
-            gpu_targets=self.gpu_targets, on_bad_sample=self.on_bad_sample, image_loader=image_loader)
-        if isinstance(coco, dict) and image_loader is None:
-            ds.source = str(ann_path)
+            gpu_targets=self.gpu_targets, on_bad_sample=self.on_bad_sample, image_loader=image_loader,
+            source=source)
         return ds
 
     def setup(self, stage: str | None = None) -> None:

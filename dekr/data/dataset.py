@@ -146,6 +146,7 @@ class CocoKeypointDataset(Dataset):
         on_bad_sample: ``error`` (raise DataError) or ``skip`` (log a warning, drop the image).
         check_truncated: detect truncated JPEGs (costs nothing measurable).
         image_loader: optional ``f(image_info) -> RGB uint8`` replacing file reads (synthetic data).
+        source: what error messages call the annotations when they are given parsed (their file).
     """
 
     def __init__(self, annotations: str | Path | dict[str, Any], image_dir: str | Path | None,
@@ -153,7 +154,8 @@ class CocoKeypointDataset(Dataset):
                  augmentation: AugmentationConfig | None = None, targets: TargetConfig | None = None,
                  official_quirks: bool = False, min_center_area: float = 32.0 ** 2, gpu_targets: bool = False,
                  on_bad_sample: str = "error", check_truncated: bool = True,
-                 image_loader: Callable[[dict[str, Any]], np.ndarray] | None = None) -> None:
+                 image_loader: Callable[[dict[str, Any]], np.ndarray] | None = None,
+                 source: str | None = None) -> None:
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self.spec = spec
@@ -170,7 +172,7 @@ class CocoKeypointDataset(Dataset):
         self.image_loader = image_loader
         self.image_dir = Path(image_dir) if image_dir is not None else None
         if isinstance(annotations, dict):
-            self.source = "<in-memory annotations>"
+            self.source = source or "<in-memory annotations>"
             coco = annotations
         else:
             self.source = str(annotations)

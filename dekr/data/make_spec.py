@@ -2,7 +2,9 @@
 
 :func:`spec_from_coco` reads the chosen categories' keypoint names and skeleton and derives the rest:
 
-* ``skeleton``: the categories' skeleton, 0-based (COCO files number keypoints from 1);
+* ``skeleton``: the categories' skeleton, 0-based. COCO files number keypoints from 1, several
+  public animal datasets from 0: a skeleton that uses keypoint 0 is 0-based, one that uses keypoint K
+  is 1-based, and one that uses neither needs ``skeleton_base`` (:func:`skeleton_numbering`);
 * ``flip_pairs``: (left, right) pairs of keypoints whose names differ only by a side word
   (:func:`propose_flip_pairs`); keypoints without a partner are reported;
 * ``sigmas``: the OKS sigmas given, else :data:`DEFAULT_SIGMA` for every keypoint, with a warning;
@@ -60,6 +62,7 @@ class DerivedSpec:
         centre_keypoints: keypoints whose names carry no side word (a flip maps them to themselves).
         unpaired_keypoints: keypoints with a side word but no partner (a flip leaves them as they are:
             check their names).
+        skeleton_base: how the file's skeleton numbers keypoints: from 1 (COCO) or from 0.
     """
 
     spec: KeypointSpec
@@ -68,6 +71,7 @@ class DerivedSpec:
     sigmas_given: bool
     centre_keypoints: tuple[str, ...]
     unpaired_keypoints: tuple[str, ...]
+    skeleton_base: int = 1
 
     def to_yaml(self) -> str:
         """The spec as YAML in the shipped specs' style; loads back to ``self.spec``."""
@@ -93,7 +97,8 @@ class DerivedSpec:
                                     f"{DEFAULT_SIGMA}. OKS-AP depends on them: replace them with your "
                                     f"dataset's per-keypoint sigmas.")
         lines += [*_flow("sigmas", [repr(float(s)) for s in spec.sigmas]),
-                  "# The categories' skeleton, 0-based (the annotation file numbers keypoints from 1).",
+                  f"# The categories' skeleton, 0-based (the annotation file numbers keypoints from "
+                  f"{self.skeleton_base}).",
                   *_flow("skeleton", [_pair(p) for p in spec.skeleton])]
         torso = ", ".join(f"{i} ({names[spec.rescore_limbs[i][0]]}-{names[spec.rescore_limbs[i][1]]})"
                           for i in spec.rescore_torso_limbs)
@@ -111,7 +116,8 @@ class DerivedSpec:
 
 
 def spec_from_coco(annotations: str | Path | dict[str, Any], categories: Sequence[int | str] | None = None,
-                   sigmas: Sequence[float] | None = None, name: str | None = None) -> DerivedSpec:
+                   sigmas: Sequence[float] | None = None, name: str | None = None,
+                   skeleton_base: int | None = None) -> DerivedSpec:
     """Derive a keypoint spec from a COCO-format annotation file (the rules: module docstring).
 
     Args:
@@ -119,6 +125,8 @@ def spec_from_coco(annotations: str | Path | dict[str, Any], categories: Sequenc
         categories: category ids or names to cover (``None``: every category with keypoints).
         sigmas: K OKS sigmas, already divided by 10 (COCO's nose: 0.026); ``None``: the default.
         name: the spec's name (default: the file's stem, ``custom`` for a dict).
+        skeleton_base: 0 or 1, how the file's skeleton numbers keypoints; ``None``: recognised from
+            the skeleton (refused when it could be either).
 
     Raises:
         ValueError: naming the file and category at fault: a missing or unreadable file
@@ -133,13 +141,15 @@ def spec_from_coco(annotations: str | Path | dict[str, Any], categories: Sequenc
     chosen = _choose_categories(data, categories, source)
     first = chosen[0]
     keypoint_names = tuple(str(n) for n in first["keypoints"])
-    skeleton = _zero_based_skeleton(first.get("skeleton") or [], len(keypoint_names), first, source)
+    numbering = skeleton_numbering(first.get("skeleton") or [], len(keypoint_names), first, source,
+                                   skeleton_base)
+    skeleton = _zero_based_skeleton(first.get("skeleton") or [], len(keypoint_names), first, source, numbering)
     for other in chosen[1:]:
         if tuple(str(n) for n in other["keypoints"]) != keypoint_names:
             raise ValueError(f"{source}: categories {_label(first)} and {_label(other)} have different keypoint "
                              f"names ({list(keypoint_names)} vs {list(other['keypoints'])}); one spec covers one "
                              f"skeleton: choose categories that share it (--categories)")
-        theirs = _zero_based_skeleton(other.get("skeleton") or [], len(keypoint_names), other, source)
+        theirs = _zero_based_skeleton(other.get("skeleton") or [], len(keypoint_names), other, source, numbering)
         if {frozenset(p) for p in theirs} != {frozenset(p) for p in skeleton}:
             raise ValueError(f"{source}: categories {_label(first)} and {_label(other)} have different skeletons; "
                              f"one spec covers one skeleton: choose categories that share it (--categories)")
@@ -162,7 +172,7 @@ def spec_from_coco(annotations: str | Path | dict[str, Any], categories: Sequenc
                         rescore_torso_limbs=torso_limbs(keypoint_names, rescore_limbs),
                         category_ids=tuple(int(c["id"]) for c in chosen))
     return DerivedSpec(spec, source, tuple(str(c.get("name", c["id"])) for c in chosen), sigmas_given,
-                       centre, unpaired)
+                       centre, unpaired, numbering)
 
 
 def propose_flip_pairs(keypoint_names: Sequence[str]) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...],
@@ -255,15 +265,34 @@ def _choose_categories(data: dict[str, Any], wanted: Sequence[int | str] | None,
     return chosen
 
 
-def _zero_based_skeleton(skeleton: Sequence[Any], k: int, category: dict[str, Any],
-                         source: str) -> tuple[tuple[int, int], ...]:
+def skeleton_numbering(skeleton: Sequence[Any], k: int, category: dict[str, Any], source: str,
+                       base: int | None = None) -> int:
+    """Whether a category's skeleton numbers its ``k`` keypoints from 0 or from 1: COCO numbers from
+    1, several public animal datasets from 0. A 0 says 0-based and a ``k`` says 1-based; a skeleton
+    with neither (both readings valid) is ambiguous and needs ``base``. ``base`` given: checked."""
+    indices = [i for limb in skeleton if isinstance(limb, (list, tuple)) for i in limb if isinstance(i, int)]
+    found = 0 if 0 in indices else 1 if k in indices else None
+    if base is not None:
+        if found is not None and found != base:
+            raise ValueError(f"{source}: category {_label(category)}: the skeleton numbers keypoints from {found} "
+                             f"(it uses {0 if found == 0 else k}), not from {base} as --skeleton-base says")
+        return base
+    if found is None and indices:
+        raise ValueError(f"{source}: category {_label(category)}: the skeleton uses neither keypoint 0 nor {k}, so it "
+                         f"may number keypoints from 0 or from 1 (COCO: 1); say which with --skeleton-base 0 or 1")
+    return 1 if found is None else found
+
+
+def _zero_based_skeleton(skeleton: Sequence[Any], k: int, category: dict[str, Any], source: str,
+                         base: int) -> tuple[tuple[int, int], ...]:
     limbs: list[tuple[int, int]] = []
     for limb in skeleton:
         if not (isinstance(limb, (list, tuple)) and len(limb) == 2 and all(isinstance(i, int) for i in limb)
-                and all(1 <= i <= k for i in limb) and limb[0] != limb[1]):
+                and all(base <= i < k + base for i in limb) and limb[0] != limb[1]):
             raise ValueError(f"{source}: category {_label(category)}: skeleton entry {limb!r} is not two distinct "
-                             f"1-based keypoint numbers in 1..{k} (COCO skeletons count keypoints from 1)")
-        pair = (limb[0] - 1, limb[1] - 1)
+                             f"{base}-based keypoint numbers in {base}..{k - 1 + base} (this skeleton numbers "
+                             f"keypoints from {base})")
+        pair = (limb[0] - base, limb[1] - base)
         if pair not in limbs:
             limbs.append(pair)
     return tuple(limbs)

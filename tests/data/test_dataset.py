@@ -381,3 +381,19 @@ def test_only_the_spec_categories_are_instances(ap10k):
     with pytest.raises(DataError, match=r"test_ap10k.json: no annotation has a category of spec 'ap10k' "
                                         r"\(category_ids \[99\]\); the annotations have category_id \[1, 26\]"):
         CocoKeypointDataset(folder / "test_ap10k.json", folder, replace(AP10K, category_ids=(99,)), train=True)
+
+
+def test_datamodule_annotation_errors_name_the_json_file(small_coco):
+    """Through the DataModule (which parses the json itself), errors name the file, not the parsed dict."""
+    from dekr.data.datamodule import DEKRDataModule
+
+    dst, data = small_coco
+    ann = _first_person(data)
+    ann["keypoints"] = ann["keypoints"][:-3]
+    path = _write(dst, data)
+    split = {"annotations": str(path), "images": str(dst)}
+    dm = DEKRDataModule(dataset="custom", root=str(dst), spec="coco", train_split=split, val_split=split,
+                        input_size=64, num_workers=0)
+    with pytest.raises(DataError, match="48 keypoint values, expected 51") as err:
+        dm.dataset("train")
+    assert str(err.value).startswith(f"{path}: annotation id {ann['id']} ")

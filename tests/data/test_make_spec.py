@@ -115,11 +115,32 @@ def test_bad_skeleton_and_sigmas_are_named():
     # The real CrowdPose file carries COCO's 17-keypoint skeleton beside its 14 keypoints.
     with pytest.raises(ValueError, match=r"test_crowdpose.json: category 1 \(person\): skeleton entry \[16, 14\]"):
         spec_from_coco(FIXTURES / "crowdpose" / "test_crowdpose.json")
+    ambiguous = _ap10k()
+    for category in ambiguous["categories"]:  # neither keypoint 0 nor 17: from 0 or from 1?
+        category["skeleton"] = [[a, b] for a, b in category["skeleton"] if 17 not in (a, b)]
+    with pytest.raises(ValueError, match=r"category 1 \(antelope\): the skeleton uses neither keypoint 0 nor 17.*"
+                                         r"--skeleton-base 0 or 1"):
+        spec_from_coco(ambiguous)
+    assert spec_from_coco(ambiguous, skeleton_base=1).skeleton_base == 1
+    with pytest.raises(ValueError, match="the skeleton numbers keypoints from 1 .*not from 0 as --skeleton-base says"):
+        spec_from_coco(AP10K_JSON, skeleton_base=0)
+    data = _ap10k()
+    data["categories"][0]["skeleton"] = [[0, 18]]  # 0-based, and an entry out of range
+    with pytest.raises(ValueError, match=r"skeleton entry \[0, 18\] is not two distinct 0-based keypoint numbers in "
+                                         r"0..16"):
+        spec_from_coco(data, categories=[1])
+
+
+def test_skeletons_numbered_from_zero_or_one_give_the_same_spec():
+    """COCO numbers skeleton keypoints from 1, several public animal datasets from 0."""
+    one_based = spec_from_coco(AP10K_JSON, sigmas=AP10K_SIGMAS, name="ap10k")
     data = _ap10k()
     for category in data["categories"]:
-        category["skeleton"] = [[a - 1, b - 1] for a, b in category["skeleton"]]  # 0-based by mistake
-    with pytest.raises(ValueError, match="1-based"):
-        spec_from_coco(data)
+        category["skeleton"] = [[a - 1, b - 1] for a, b in category["skeleton"]]
+    zero_based = spec_from_coco(data, sigmas=AP10K_SIGMAS, name="ap10k")
+    assert (one_based.skeleton_base, zero_based.skeleton_base) == (1, 0)
+    assert zero_based.spec == one_based.spec == load_spec("ap10k")
+    assert "numbers keypoints from 0" in zero_based.to_yaml() and "numbers keypoints from 1" in one_based.to_yaml()
     with pytest.raises(ValueError, match="16 sigmas given for 17 keypoints"):
         spec_from_coco(AP10K_JSON, sigmas=AP10K_SIGMAS[:-1])
     with pytest.raises(ValueError, match=r"x10 form|divide those by 10"):

@@ -64,11 +64,12 @@ def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
 
 def run_layout(root: Path) -> set[str]:
     """The files of a run folder, numbers masked (epochs, AP, W&B run ids), W&B's own files reduced
-    to the run file and the logged pose images; less ``config.yaml``, the CLI's resolved config."""
+    to the run file and the logged pose images; less ``config.yaml``, the CLI's resolved config, and
+    ``.run.lock``, the CLI's run folder lock (dekr.run_lock)."""
     layout = set()
     for path in root.rglob("*"):
         relative = path.relative_to(root).as_posix()
-        if not path.is_file() or relative == "config.yaml":
+        if not path.is_file() or relative in ("config.yaml", ".run.lock"):
             continue
         if relative.startswith("wandb/"):
             if not (relative.endswith(".wandb") or "/media/images/val/poses_" in relative):

@@ -11,13 +11,16 @@
 An argument parser over the library: ``dekr.load`` (:mod:`dekr.inference.predictor`), the readers of
 :mod:`dekr.inference.sources` and the writer of :mod:`dekr.inference.outputs` (which documents the
 outputs in ``--out``, default ``outputs/infer/<input name>``). Video, camera and ``--sequence`` frames
-are tracked and smoothed; options in ``--infer-config`` (a YAML with ``decode``, ``smoothing``,
+are tracked and smoothed. Results are written as the run goes, so a kill keeps all but the last few
+images; SIGTERM and Ctrl-C keep all and exit with 128 + the signal number. An --out holding an earlier
+run's outputs is refused unless ``--overwrite``. Options in ``--infer-config`` (a YAML with ``decode``, ``smoothing``,
 ``tracking``, ``draw`` sections, or those under an ``infer:`` key) and ``--<section> key=value``.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -46,6 +49,26 @@ def load_sections(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {s: dict(data.get(s) or {}) for s in SECTIONS}
 
 
+#: What an inference run writes in --out (outputs.write_outputs): replaced with --overwrite, nothing else.
+OUTPUT_FILES = ("results.json", "images.json", "images/*.jpg", "*_poses.mp4")
+
+
+def prepare_out(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an --out that holds an earlier run's results (unless ``overwrite``: its outputs are removed)
+    or cannot be written: before any image is read."""
+    from dekr.preflight import check_output_file
+
+    earlier = [p for pattern in OUTPUT_FILES for p in out_dir.glob(pattern)]
+    if earlier and not overwrite:
+        raise SystemExit(f"error: --out {out_dir} already holds the outputs of an earlier run ({len(earlier)} files, "
+                         "e.g. results.json); pass --overwrite to replace them, or choose another --out")
+    problems = check_output_file(out_dir / "results.json", "--out", min_free_bytes=2**20)
+    if problems:
+        raise SystemExit(f"error: {problems[0]}")
+    for path in [*earlier, *out_dir.glob(".*.json.tmp")]:  # (temporary files a killed run left behind)
+        path.unlink()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="checkpoint (ours .ckpt; official, MMPose or SuperGradients "
@@ -72,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sequence", action="store_true", help="a folder holds consecutive video frames: track, smooth")
     p.add_argument("--fps", type=float, help="frame rate for smoothing (default: the video's, else 30)")
     p.add_argument("--max-frames", type=int, help="stop a video, camera or folder after this many frames")
+    p.add_argument("--write-every", type=int, default=50,
+                   help="rewrite results.json every N images / frames (and every 10 s): what a kill can lose")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results and drawings of an earlier run in --out (else refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -112,7 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = (predictor.stream(source, tracking, smoothing, pose_thr=draw.pose_thr) if streaming
                else predictor.predict_frames(source, draw.pose_thr))
     out_dir = Path(args.out or Path("outputs") / "infer" / source.name)
-    report = write_outputs(results, source, out_dir, predictor.spec, draw, progress=not args.quiet)
+    prepare_out(out_dir, args.overwrite)
+    report = write_outputs(results, source, out_dir, predictor.spec, draw, progress=not args.quiet,
+                           write_every=max(1, args.write_every))
 
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -124,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{out_dir / 'results.json'}" + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
     if report.error is not None:
         kept = f" ({report.processed} processed, results kept in {out_dir})" if report.processed else ""
+        if report.stopped_by:  # not a success, for wrappers and schedulers: 128 + the signal number
+            print(f"error: {report.error}{kept}", file=sys.stderr)
+            raise SystemExit(128 + getattr(signal, report.stopped_by))
         raise SystemExit(f"error: {report.error}{kept}")
     return {"input": str(args.input), "kind": source.kind, "processed": report.processed,
             "poses": report.poses, "skipped": [str(p) for p, _ in report.skipped], "warnings": report.warnings,

@@ -10,16 +10,23 @@ and writes, as it goes:
   works. Every pose is written with the spec's ``pooled_category_id`` (DEKR is class-agnostic: one
   category id stands for all of the spec's, e.g. AP-10K's 54 species), the one category listed.
 
-An error, a broken video or Ctrl-C keep the results so far (written atomically).
+The results are rewritten atomically every :data:`WRITE_EVERY_IMAGES` images or
+:data:`WRITE_EVERY_SECONDS` seconds, so a kill (even SIGKILL or running out of memory) keeps all but
+the last few; an error, a broken video, Ctrl-C or SIGTERM keep all of them. Drawn images keep their
+names' stems (``photo.jpg`` -> ``images/photo.jpg``); a stem met twice (``photo.jpg``, ``photo.png``)
+takes its extension too (``images/photo_png.jpg``), so nothing is drawn over.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +91,59 @@ class CocoWriter:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` in one step (temporary file, fsync, rename); on failure (a full disk)
+    the temporary file is removed, the previous ``path`` stays, and the OSError names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+
+
+#: The results json files are rewritten after this many images or seconds, whichever comes first.
+WRITE_EVERY_IMAGES = 50
+WRITE_EVERY_SECONDS = 10.0
+
+
+class Stopped(Exception):
+    """SIGTERM arrived during an inference run (raised from the signal handler, between images)."""
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` in the main thread while inside (elsewhere: nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Stopped("stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class DrawnNames:
+    """Output file names for drawn images: the stem, or stem + extension when the stem was used."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        path = Path(name)
+        candidates = [f"{path.stem}.jpg", f"{path.stem}_{path.suffix.lstrip('.')}.jpg"]
+        candidates += [f"{path.stem}_{path.suffix.lstrip('.')}_{i}.jpg" for i in range(2, len(self.used) + 3)]
+        chosen = next(c for c in candidates if c not in self.used)
+        self.used.add(chosen)
+        return chosen
 
 
 @dataclass
@@ -98,6 +155,7 @@ class RunReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    stopped_by: str | None = None  # "SIGTERM" or "SIGINT" when a signal stopped the run
     seconds: float = 0.0
 
 
@@ -128,8 +186,10 @@ class _DrawnVideo:
 
 
 def write_outputs(results: Iterable[PoseResult], source: Any, out_dir: Path, spec: KeypointSpec,
-                  draw: DrawOptions | None = None, progress: bool = True) -> RunReport:
-    """Consume ``results`` (of ``source``, a :mod:`dekr.inference.sources` source) into ``out_dir``.
+                  draw: DrawOptions | None = None, progress: bool = True,
+                  write_every: int = WRITE_EVERY_IMAGES) -> RunReport:
+    """Consume ``results`` (of ``source``, a :mod:`dekr.inference.sources` source) into ``out_dir``,
+    rewriting the results json files every ``write_every`` images or :data:`WRITE_EVERY_SECONDS`.
 
     Errors (also Ctrl-C) are caught and reported in ``RunReport.error``; what was done until then is
     written. ``source.skipped`` and ``source.warnings`` end up in the report.
@@ -144,19 +204,29 @@ def write_outputs(results: Iterable[PoseResult], source: Any, out_dir: Path, spe
     total = getattr(source, "total", None)
     bar = tqdm(total=total, desc="video" if is_video else "images", unit="frame" if is_video else "img",
                disable=not progress or (not is_video and (total or 0) < 2), dynamic_ncols=True, file=sys.stderr)
-    started = time.perf_counter()
+    started = last_write = time.perf_counter()
+    names = DrawnNames()
     try:
-        for result in results:
-            writer.add(result)
-            if draw.enabled and is_video:
-                video.write(result.draw(**draw.draw_kwargs(), caption=f"frame {result.frame}"))
-            elif draw.enabled:
-                result.save(out_dir / "images" / f"{Path(result.name).stem}.jpg", **draw.draw_kwargs())
-            bar.update()
+        with stop_on_sigterm():
+            for result in results:
+                writer.add(result)
+                if draw.enabled and is_video:
+                    video.write(result.draw(**draw.draw_kwargs(), caption=f"frame {result.frame}"))
+                elif draw.enabled:
+                    result.save(out_dir / "images" / names(result.name), **draw.draw_kwargs())
+                bar.update()
+                if len(writer.images) % write_every == 0 \
+                        or time.perf_counter() - last_write >= WRITE_EVERY_SECONDS:
+                    writer.write()
+                    last_write = time.perf_counter()
     except InputError as err:
         report.error = str(err)
     except KeyboardInterrupt:
-        report.error = "interrupted"
+        report.error, report.stopped_by = "interrupted", "SIGINT"
+    except Stopped as err:
+        report.error, report.stopped_by = str(err), "SIGTERM"
+    except OSError as err:  # a full or read-only disk: one line naming the file
+        report.error = str(err)
     except Exception as err:  # keep what was done, then report
         report.error = f"{type(err).__name__}: {err}"
         log.exception("inference failed")
@@ -165,7 +235,10 @@ def write_outputs(results: Iterable[PoseResult], source: Any, out_dir: Path, spe
         video.close()
         source.close()
         if writer.images or report.error is None:
-            writer.write()
+            try:
+                writer.write()
+            except OSError as err:
+                report.error = f"{report.error}; {err}" if report.error else str(err)
     report.seconds = time.perf_counter() - started
     report.processed, report.poses = len(writer.images), len(writer.results)
     report.skipped, report.warnings = list(source.skipped), report.warnings + list(source.warnings)

@@ -63,8 +63,14 @@ class PoseResult:
         """Write :meth:`draw` to an image file (format from the suffix); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(self.draw(**draw_options), cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path} (unknown image suffix or unwritable folder?)")
+        ok, encoded = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(self.draw(**draw_options), cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"could not encode {path} (unknown image suffix?)")
+        try:  # Python's write, unlike cv2.imwrite, says why it failed (a full disk, a read-only folder)
+            path.write_bytes(encoded.tobytes())
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
         return path
 
     def show(self, window: str = "dekr", wait_ms: int = 0, **draw_options: Any) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dekr.inference.preprocess import check_image
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 DEFAULT_FPS = 30.0
@@ -123,7 +125,8 @@ class ImageFiles:
                 return
             try:
                 image = read_image(path)
-            except InputError as err:
+                check_image(image)  # e.g. a 1x1 image: skipped and named, the others go on
+            except (InputError, ValueError) as err:
                 self.skipped.append((path, str(err)))
                 continue
             read += 1

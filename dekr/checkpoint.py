@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -128,10 +129,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         publish(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)) and not isinstance(err, NotImplementedError):
+            # torch's writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc]
+            # ... unexpected pos": say what happened, naming the file; the previous checkpoint is intact
+            free = shutil.disk_usage(path.parent).free
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else \
+                f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+            raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause} ({free / 2**20:.1f} MiB free on "
+                                       f"its file system); the previous {path.name}, if any, is intact") from err
         raise
     return path
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a read-only folder); the previous file is intact."""
 
 
 def save_module_checkpoint(module: L.LightningModule, path: str | Path) -> Path:

@@ -39,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E40
 
 from dekr.callbacks import (CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,  # noqa: E402
                             PoseImageLogger)
+from dekr.checkpoint import CheckpointWriteError  # noqa: E402
 from dekr.config import PARTS_KEY, config_stack  # noqa: E402
 from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, report_user_error  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
     except RunFolderBusy as err:
         return report_user_error(err)
+    except CheckpointWriteError as err:  # a full or read-only disk: one line, not torch's writer internals
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except FloatingPointError as err:  # NaN loss: the message names the batch's image ids
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -148,3 +148,20 @@ def test_unreadable_resume_file_is_refused_before_training(tmp_path: Path, monke
     assert code == 2
     assert f"checkpoint to resume from {bad} (--ckpt_path) cannot be read weights-only" in stderr
     assert not root.exists()
+
+
+def test_a_full_disk_at_the_first_checkpoint_is_one_line(tmp_path: Path) -> None:
+    from tests.scripts.test_output_checks import mount_tmpfs
+
+    disk = mount_tmpfs(tmp_path / "small", "size=3m")  # room for config.yaml, not for a checkpoint
+    try:
+        root = disk / "run"
+        result = run_train([*RARE_VALIDATION, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root)],
+                           cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"), check=False)
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert line.startswith(f"error: cannot write checkpoint {root / 'checkpoints' / 'last.ckpt'}: ")
+        assert "MiB free on its file system" in line and "Traceback" not in result.stderr
+        assert not list((root / "checkpoints").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

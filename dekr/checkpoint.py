@@ -131,9 +131,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         publish(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, (OSError, RuntimeError)) and not isinstance(err, NotImplementedError):
-            # torch's writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc]
-            # ... unexpected pos": say what happened, naming the file; the previous checkpoint is intact
+        # torch's writer reports a full disk as "RuntimeError: [enforce fail at inline_container.cc] ...
+        # unexpected pos": say what happened, naming the file (other errors, e.g. pickling, pass as they are)
+        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "inline_container" in str(err)):
             free = shutil.disk_usage(path.parent).free
             cause = err.strerror if isinstance(err, OSError) and err.strerror else \
                 f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"

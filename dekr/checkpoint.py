@@ -135,10 +135,13 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         # unexpected pos": say what happened, naming the file (other errors, e.g. pickling, pass as they are)
         if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "inline_container" in str(err)):
             free = shutil.disk_usage(path.parent).free
-            cause = err.strerror if isinstance(err, OSError) and err.strerror else \
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
-            raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause} ({free / 2**20:.1f} MiB free on "
-                                       f"its file system); the previous {path.name}, if any, is intact") from err
+            if isinstance(err, OSError):
+                cause = err.strerror or str(err)
+            else:  # torch's writer loses the errno; a short write is a full disk (or quota) in practice
+                cause = f"the write stopped short, most likely a full disk (torch: {str(err).strip()[:120]})"
+            raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause}; {free / 2**20:.1f} MiB free on its "
+                                       f"file system without it; the previous {path.name}, if any, is "
+                                       "intact") from err
         raise
     return path
 

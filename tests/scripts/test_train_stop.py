@@ -161,7 +161,8 @@ def test_a_full_disk_at_the_first_checkpoint_is_one_line(tmp_path: Path) -> None
         assert result.returncode == 1, result.stderr[-3000:]
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert line.startswith(f"error: cannot write checkpoint {root / 'checkpoints' / 'last.ckpt'}: ")
-        assert "MiB free on its file system" in line and "Traceback" not in result.stderr
+        assert "most likely a full disk" in line and "MiB free on its file system without it" in line, line
+        assert "Traceback" not in result.stderr
         assert not list((root / "checkpoints").glob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(disk)], check=False)

@@ -142,7 +142,7 @@ def passes(row: dict) -> bool:
 
 
 def format_runs(rows: list[dict]) -> str:
-    lines = ["| proof | seed | CPU path | threads | OKS-AP by validation | best | seconds | proof passes |",
+    lines = ["| proof | seed | CPU path | threads | OKS-AP by validation | best | wall s | proof passes |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["proof"], r["seed"], r["path"], r["threads"])):
         if "error" in r:
@@ -157,8 +157,8 @@ def format_runs(rows: list[dict]) -> str:
 
 
 def format_summary(rows: list[dict]) -> str:
-    lines = ["| proof | runs | best AP min-max | smallest rise | threshold (best, rise) | margin |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| proof | runs | best AP min-max | smallest rise | loss fell (least) | threshold (best, rise, loss) "
+             "| margin |", "|---|---|---|---|---|---|---|"]
     for name in sorted({r["proof"] for r in rows} & set(PROOFS)):
         done = [r for r in rows if r["proof"] == name and "error" not in r]
         if not done:
@@ -166,8 +166,10 @@ def format_summary(rows: list[dict]) -> str:
         expected = PROOFS[name].expected
         bests = [r["best"] for r in done]
         rise = min(r["best"] - r["aps"][0] for r in done)
-        lines.append(f"| {name} | {len(done)} | {min(bests):.3f}-{max(bests):.3f} | {rise:.3f} | "
-                     f"{expected.min_best}, {expected.min_rise} | {min(bests) - expected.min_best:+.3f} |")
+        ratio = min(RunOutcome(r["aps"], r["best"], r["losses"]).loss_ratio for r in done)
+        loss = f"{expected.min_loss_ratio}x" if expected.min_loss_ratio else "-"
+        lines.append(f"| {name} | {len(done)} | {min(bests):.3f}-{max(bests):.3f} | {rise:.3f} | {ratio:.0f}x | "
+                     f"{expected.min_best}, {expected.min_rise}, {loss} | {min(bests) - expected.min_best:+.3f} |")
     return "\n".join(lines)
 
 

@@ -10,13 +10,16 @@ gathers and de-duplicates every rank's predictions), with the model's decode opt
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from dekr.callbacks.stop_signal import sigint_as_sigterm
 from dekr.data.datamodule import DEKRDataModule
 from dekr.inference import DecodeConfig, to_coco_results
 from dekr.inference.config import merge_decode_options
@@ -72,6 +75,15 @@ class Evaluation:
     results: list[dict[str, Any]] = field(default_factory=list)
     decode: DecodeConfig | None = None
     is_global_zero: bool = True
+
+
+class EvaluationStopped(Exception):
+    """SIGTERM or Ctrl-C stopped an evaluation: no AP (the split is unfinished), the poses decoded so far
+    (``results``, of ``images`` images on this rank) and the signal's name."""
+
+    def __init__(self, signal_name: str, results: list[dict[str, Any]], images: int) -> None:
+        super().__init__(f"stopped by {signal_name} after {images} images (no AP: the split was not finished)")
+        self.signal_name, self.results, self.images = signal_name, results, images
 
 
 def _datamodule(data: DEKRDataModule | str | Path | dict[str, Any], data_root: str | None,
@@ -151,11 +163,15 @@ def evaluate(model: DEKRModule | str | Path, data: DEKRDataModule | str | Path |
                       enable_progress_bar=False, limit_val_batches=limit, limit_test_batches=limit)
     try:
         # The figures the module logs (``val/AP``, ...) come back from validate / test.
-        if split == "val":
-            logged = trainer.validate(model, datamodule=datamodule, verbose=False)
-        else:
-            logged = trainer.test(model, datamodule=datamodule, verbose=False)
+        with sigint_as_sigterm() as received:
+            if split == "val":
+                logged = trainer.validate(model, datamodule=datamodule, verbose=False)
+            else:
+                logged = trainer.test(model, datamodule=datamodule, verbose=False)
         used = model.decode_config()
+    except SIGTERMException:  # Lightning's exit on SIGTERM (status 0): not a finished evaluation
+        raise EvaluationStopped(signal.Signals(received[0]).name, collector.results,
+                                len(collector.image_ids)) from None
     finally:
         model.decode_options = model_decode
     metrics = logged[0] if logged else {}
@@ -164,4 +180,4 @@ def evaluate(model: DEKRModule | str | Path, data: DEKRDataModule | str | Path |
     return Evaluation(stats, collector.gather(trainer), used, trainer.is_global_zero)
 
 
-__all__ = ["CollectPredictions", "Evaluation", "evaluate"]
+__all__ = ["CollectPredictions", "Evaluation", "EvaluationStopped", "evaluate"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dekr.config import load_section
 from dekr.config_errors import USER_ERRORS, report_user_error
 from dekr.dataclass_config import parse_key_values
-from dekr.evaluation import Evaluation, evaluate
+from dekr.evaluation import Evaluation, EvaluationStopped, evaluate
 from dekr.inference.config import merge_decode_options
 from dekr.metrics.oks_ap import format_table
 from dekr.module import DEKRModule
@@ -93,6 +94,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         result = run_evaluation(args)
     except USER_ERRORS as err:
         raise SystemExit(report_user_error(err)) from None
+    except EvaluationStopped as stop:  # keep the poses decoded so far; not a success for wrappers
+        partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(stop.results))
+        print(f"error: {stop}; the {len(stop.results)} poses decoded so far are in {partial}", file=sys.stderr)
+        raise SystemExit(128 + getattr(signal, stop.signal_name)) from None
     if result.is_global_zero:
         name = args.name or Path(args.ckpt or "random-init").stem
         cfg = result.decode

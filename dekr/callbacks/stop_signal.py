@@ -18,6 +18,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -25,6 +27,29 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def sigint_as_sigterm() -> Iterator[list[int]]:
+    """Inside, Ctrl-C (SIGINT) sends this process SIGTERM, whose handling by Lightning stops its loops at
+    the next batch; a second Ctrl-C interrupts at once. Yields a list that holds the signal that stopped
+    the run (``signal.SIGINT`` after a Ctrl-C, else ``signal.SIGTERM``). Main thread only: elsewhere it
+    changes nothing."""
+    received = [signal.SIGTERM]
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        received[0] = signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass(frozen=True)

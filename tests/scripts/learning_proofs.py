@@ -220,11 +220,11 @@ def prepare_ap10k(folder: Path) -> list[str]:
 
 
 PROOFS: dict[str, LearningProof] = {
-    "demo": LearningProof("demo", prepare_demo, Expectation(min_best=0.4, min_rise=0.15, measured=(0.498, 0.569))),
+    "demo": LearningProof("demo", prepare_demo, Expectation(min_best=0.4, min_rise=0.15, measured=(0.493, 0.569))),
     "minicoco": LearningProof("minicoco", prepare_minicoco, Expectation(
-        min_best=0.2, min_rise=0.1, measured=(0.317, 0.661), min_loss_ratio=10, validations=3)),
+        min_best=0.2, min_rise=0.1, measured=(0.317, 0.661), min_loss_ratio=20, validations=3)),
     "skeleton": LearningProof("skeleton", prepare_skeleton, Expectation(
         min_best=0.4, min_rise=0.1, measured=(0.498, 0.549))),
     "ap10k": LearningProof("ap10k", prepare_ap10k, Expectation(
-        min_best=0.6, min_rise=0.3, measured=(0.850, 0.901), min_loss_ratio=5)),
+        min_best=0.6, min_rise=0.3, measured=(0.850, 0.950), min_loss_ratio=15)),
 }

@@ -118,3 +118,28 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path: Path, ck
         assert not list(out.glob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(out)], check=False)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
+
+
+@pytest.mark.slow
+def test_evaluation_stopped_by_sigterm_keeps_its_poses(tmp_path: Path) -> None:
+    config = tmp_path / "many.yaml"  # the demo's synthetic validation set, long enough to stop mid-way
+    config.write_text("parts: [demo.yaml]\ndata:\n  init_args:\n    synthetic:\n      num_val: 2000\n")
+    out = tmp_path / "results.json"
+    command = [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--config", str(config), "--random-init",
+               "--accelerator", "cpu", "--devices", "1", "--batch-size", "1", "--num-workers", "0",
+               "--out", str(out)]
+    proc = subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and cpu_seconds(proc.pid) < 30:  # imports and setup done: evaluating
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-3000:]
+    partial = tmp_path / "results.partial.json"
+    line = next(line for line in stderr.splitlines() if line.startswith("error: stopped by SIGTERM after "))
+    assert "(no AP: the split was not finished); the " in line and str(partial) in line
+    assert isinstance(json.loads(partial.read_text()), list) and not out.exists()

@@ -7,6 +7,22 @@ rounding depends on the CPU's kernels and the thread count, and a few hundred st
 proof passes on a range of outcomes, not one figure: each :class:`Expectation` sits clearly below the
 lowest best AP measured, and still needs a rise from the first validation that an untrained or broken
 model cannot show (an untrained demo network scores 0.0).
+
+Measured by ``python benchmarks/learning_spread.py`` on 2026-12-07, Intel Xeon (family 6 model 207,
+AVX-512), 2 cores: seeds 0-2 (native path, one thread), and seed 0 on the ``avx2`` and ``default`` paths
+and with two threads; six runs per proof (the benchmark prints every run):
+
+=========  ===============  =======================  ============  ====================================
+proof      best OKS-AP      first validation (AP)    loss fell     threshold: best, rise, loss
+=========  ===============  =======================  ============  ====================================
+demo       0.493-0.569      0.13-0.24 (epoch 7)                    0.4, 0.15
+minicoco   0.317-0.661      0.02-0.15 (epoch 50)     53-77x        0.2, 0.1, 20x
+skeleton   0.487-0.549      0.21-0.33 (epoch 9)                    0.4, 0.1
+ap10k      0.850-0.950      0.10-0.23 (epoch 40)     42-47x        0.6, 0.3, 15x
+=========  ===============  =======================  ============  ====================================
+
+minicoco's AP counts four people, so it moves in steps (one person lost or found is about 0.25); its
+training loss, which falls 53-77x, is the steadier proof that the three images are memorised.
 """
 from __future__ import annotations
 
@@ -224,7 +240,7 @@ PROOFS: dict[str, LearningProof] = {
     "minicoco": LearningProof("minicoco", prepare_minicoco, Expectation(
         min_best=0.2, min_rise=0.1, measured=(0.317, 0.661), min_loss_ratio=20, validations=3)),
     "skeleton": LearningProof("skeleton", prepare_skeleton, Expectation(
-        min_best=0.4, min_rise=0.1, measured=(0.498, 0.549))),
+        min_best=0.4, min_rise=0.1, measured=(0.487, 0.549))),
     "ap10k": LearningProof("ap10k", prepare_ap10k, Expectation(
         min_best=0.6, min_rise=0.3, measured=(0.850, 0.950), min_loss_ratio=15)),
 }

@@ -31,7 +31,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class LastAndBestCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that refreshes ``last.ckpt`` after *every* training epoch, whatever the
-    validation interval, and optionally every ``every_n_minutes`` of training too.
+    validation interval, and optionally every ``every_n_minutes`` of training or ``every_n_train_steps``
+    optimizer steps too (at batch ends where a checkpoint resumes exactly).
 
     Lightning 2.6 writes ``last`` only when a top-k checkpoint was written in the same step, and with
     ``check_val_every_n_epoch > 1`` only in the epochs that validate, so a run killed before its first
@@ -72,6 +73,9 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        steps = self._every_n_train_steps
+        if steps and trainer.global_step % steps == 0 and batch_end_is_safe(trainer, batch_idx):
+            self.save_last_now(trainer)  # (Lightning writes last here only with a top-k checkpoint)
         if self.every_n_minutes is None or (time.monotonic() - self._last_time_of_last) < 60 * self.every_n_minutes:
             return
         # every rank decides together (the save is a collective under DDP)

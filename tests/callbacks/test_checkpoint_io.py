@@ -66,3 +66,12 @@ def test_every_n_minutes_writes_last_within_epochs(tmp_path: Path) -> None:
 def test_every_n_minutes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="checkpoint.every_n_minutes must be positive, got 0"):
         LastAndBestCheckpoint(every_n_minutes=0)
+
+
+def test_every_n_train_steps_writes_last_within_epochs(tmp_path: Path) -> None:
+    """Lightning's own step interval (``--checkpoint.every_n_train_steps``), with the epoch ends added."""
+    checkpoint = LastAndBestCheckpoint(dirpath=tmp_path, monitor="val/AP", mode="max", save_last=True,
+                                       filename="best", every_n_train_steps=3)
+    io = fit(tmp_path, checkpoint, max_epochs=2, check_val_every_n_epoch=1)
+    lasts = [step for name, step in io.saved if name == "last.ckpt"]
+    assert {3, 4, 6, 8} <= set(lasts) and lasts == sorted(lasts)

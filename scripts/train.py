@@ -44,7 +44,7 @@ from dekr.config import PARTS_KEY, config_stack  # noqa: E402
 from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, report_user_error  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
-from dekr.preflight import PreflightError, check_training_run, last_checkpoint  # noqa: E402
+from dekr.preflight import PreflightError, check_output_file, check_training_run, last_checkpoint  # noqa: E402
 from dekr.run_lock import RunFolderBusy, hold_run_folder  # noqa: E402
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs  # noqa: E402
 
@@ -174,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt_path == "last" and last_checkpoint(cli.trainer.default_root_dir) is None:
         ckpt_path = None  # --resume_if_present (preflight refused it otherwise)
         log.info("no checkpoint in %s/checkpoints yet: starting a new run", cli.trainer.default_root_dir)
+    # Room for a checkpoint (weights and the optimizer's state: about 3x the parameters with Adam),
+    # checked before the first epoch rather than found missing at its end.
+    needed = 3 * sum(p.numel() * p.element_size() for p in cli.model.parameters()) + 2**20
+    problems = check_output_file(Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt",
+                                 "the run folder's checkpoint", min_free_bytes=needed)
+    if problems and rank_zero_only.rank == 0:
+        return report_user_error(problems[0])
     # The launching process holds the run folder (DDP workers and the other SLURM tasks are its own run).
     holding = hold_run_folder(cli.trainer.default_root_dir) if rank_zero_only.rank == 0 else nullcontext()
     try:

@@ -3,11 +3,16 @@ without a logger."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+
+from dekr.file_publish import publish
+
+log = logging.getLogger(__name__)
 
 
 class EpochHistory(Callback):
@@ -50,8 +55,12 @@ class EpochHistory(Callback):
         self._write(trainer, "finished")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # a stopped or failed run keeps its figures so far (a resumed run rewrites the file)
-        self._write(trainer, "stopped" if isinstance(exception, (SystemExit, KeyboardInterrupt)) else "failed")
+        # a stopped or failed run keeps its figures so far (a resumed run rewrites the file); a write that
+        # fails too (the disk that stopped the run is full) must not hide the run's own error
+        try:
+            self._write(trainer, "stopped" if isinstance(exception, (SystemExit, KeyboardInterrupt)) else "failed")
+        except OSError as err:
+            log.warning("could not write %s: %s", self.metrics_file, err)
 
     def _write(self, trainer: L.Trainer, status: str) -> None:
         if self.metrics_file is None or not trainer.is_global_zero:
@@ -71,7 +80,12 @@ class EpochHistory(Callback):
         }
         path = Path(trainer.default_root_dir) / self.metrics_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2))
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:  # in one step: a kill mid-write leaves the previous file
+            tmp.write_text(json.dumps(summary, indent=2))
+            publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.written = path
 
     def state_dict(self) -> dict[str, Any]:

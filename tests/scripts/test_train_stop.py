@@ -150,19 +150,46 @@ def test_unreadable_resume_file_is_refused_before_training(tmp_path: Path, monke
     assert not root.exists()
 
 
-def test_a_full_disk_at_the_first_checkpoint_is_one_line(tmp_path: Path) -> None:
+def test_no_room_for_a_checkpoint_is_refused_before_training(tmp_path: Path) -> None:
     from tests.scripts.test_output_checks import mount_tmpfs
 
-    disk = mount_tmpfs(tmp_path / "small", "size=3m")  # room for config.yaml, not for a checkpoint
+    disk = mount_tmpfs(tmp_path / "small", "size=3m")  # the W18-small run's checkpoint needs about 18 MB
     try:
         root = disk / "run"
-        result = run_train([*RARE_VALIDATION, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root)],
-                           cwd=tmp_path, env=clean_env(WANDB_MODE="disabled"), check=False)
-        assert result.returncode == 1, result.stderr[-3000:]
-        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        assert line.startswith(f"error: cannot write checkpoint {root / 'checkpoints' / 'last.ckpt'}: ")
-        assert "most likely a full disk" in line and "MiB free on its file system without it" in line, line
-        assert "Traceback" not in result.stderr
+        result = run_train([*RARE_VALIDATION, "--trainer.default_root_dir", str(root)], cwd=tmp_path,
+                           env=clean_env(WANDB_MODE="disabled"), check=False)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert (f"error: the run folder's checkpoint {root / 'checkpoints' / 'last.ckpt'} cannot be written: "
+                in result.stderr) and "MiB needed" in result.stderr
+        assert not (root / "checkpoints").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_disk_that_fills_during_training_is_one_line(tmp_path: Path) -> None:
+    from tests.scripts.test_output_checks import mount_tmpfs
+
+    disk = mount_tmpfs(tmp_path / "disk", "size=40m")
+    try:
+        root = disk / "run"
+        proc = start_long_run(root, tmp_path)
+        wait_for(root / "checkpoints" / "last.ckpt", proc)
+        filler = disk / "filler"  # another job fills the disk: the next checkpoint cannot be written
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"x" * 2**20)
+                    f.flush()
+            except OSError:
+                pass
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 1, stderr[-3000:]
+        lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1, stderr[-5000:]
+        line = lines[0]
+        assert line.startswith(f"error: cannot write checkpoint {root / 'checkpoints'}")
+        assert "MiB free on its file system without it" in line and "Traceback" not in stderr
         assert not list((root / "checkpoints").glob(".*.tmp"))
+        assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > 0  # intact
     finally:
         subprocess.run(["umount", str(disk)], check=False)

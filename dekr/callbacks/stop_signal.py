@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -43,6 +43,7 @@ def sigint_as_sigterm() -> Iterator[list[int]]:
     def on_sigint(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         received[0] = signal.SIGINT
+        log.warning("Ctrl-C: stopping at the next batch, keeping what is done (Ctrl-C again to stop at once)")
         os.kill(os.getpid(), signal.SIGTERM)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -83,27 +84,19 @@ class CheckpointOnStop(Callback):
 
     def __init__(self) -> None:
         self.stopped: Optional[StopRecord] = None
-        self._signal = signal.SIGTERM
-        self._previous_sigint: Any = None
-        self._installed = False
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        # A second Ctrl-C interrupts at once (Lightning's KeyboardInterrupt shutdown).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._signal = signal.SIGINT
-        log.warning("Ctrl-C: stopping after this batch with a checkpoint (Ctrl-C again to stop at once)")
-        os.kill(os.getpid(), signal.SIGTERM)
+        self._sigint: Optional[ExitStack] = None  # holds sigint_as_sigterm() while training
+        self._received = [signal.SIGTERM]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.stopped = None
-        if threading.current_thread() is threading.main_thread() and not self._installed:
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-            self._installed = True
+        if self._sigint is None:
+            self._sigint = ExitStack()
+            self._received = self._sigint.enter_context(sigint_as_sigterm())
 
     def _uninstall(self) -> None:
-        if self._installed and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._installed = False
+        if self._sigint is not None:
+            self._sigint.close()
+            self._sigint = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -120,7 +113,7 @@ class CheckpointOnStop(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.received_sigterm:
             last = next((c for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", None)), None)
-            self.stopped = StopRecord(int(self._signal), trainer.current_epoch, trainer.global_step,
+            self.stopped = StopRecord(int(self._received[0]), trainer.current_epoch, trainer.global_step,
                                       last.last_model_path if last else None,
                                       getattr(last, "last_saved_step", None) if last else None)
         self._uninstall()

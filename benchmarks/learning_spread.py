@@ -170,7 +170,7 @@ def format_summary(rows: list[dict]) -> str:
         loss = f"{expected.min_loss_ratio}x" if expected.min_loss_ratio else "-"
         lines.append(f"| {name} | {len(done)} | {min(bests):.3f}-{max(bests):.3f} | {rise:.3f} | {ratio:.0f}x | "
                      f"{expected.min_best}, {expected.min_rise}, {loss} | {min(bests) - expected.min_best:+.3f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def format_demo_epochs(rows: list[dict], every: int = 5) -> str:

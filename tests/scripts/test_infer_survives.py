@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import FIXTURES
 from tests.scripts.script_runner import REPO, clean_env
-from tests.scripts.test_output_checks import mount_tmpfs
+from tests.filesystems import mount_tmpfs, unmount
 from tests.test_export import small_checkpoint
 
 FRAME = FIXTURES / "posetrack18_frames" / "000000.jpg"
@@ -117,7 +117,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path: Path, ck
         assert message.startswith("error: ") and "No space left on device" in message
         assert not list(out.glob(".*.tmp"))
     finally:
-        subprocess.run(["umount", str(out)], check=False)
+        unmount(out)
 
 
 def cpu_seconds(pid: int) -> float:

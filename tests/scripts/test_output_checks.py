@@ -2,7 +2,6 @@
 (real tmpfs mounts; skipped where this machine may not mount), a folder given as a file."""
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,20 +9,13 @@ import pytest
 
 from dekr.preflight import check_output_file
 
-
-def mount_tmpfs(where: Path, options: str) -> Path:
-    where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    return where
+from tests.filesystems import mount_tmpfs, unmount
 
 
 @pytest.fixture
 def read_only_fs(tmp_path: Path) -> Iterator[Path]:
     yield mount_tmpfs(tmp_path / "ro", "ro,size=1m")
-    subprocess.run(["umount", str(tmp_path / "ro")], check=False)
+    unmount(tmp_path / "ro")
 
 
 @pytest.fixture
@@ -31,7 +23,7 @@ def full_fs(tmp_path: Path) -> Iterator[Path]:
     where = mount_tmpfs(tmp_path / "full", "size=256k")
     (where / "filler").write_bytes(b"x" * (256 * 1024 - 8192))
     yield where
-    subprocess.run(["umount", str(where)], check=False)
+    unmount(where)
 
 
 def test_output_checks_name_the_path_and_the_cause(tmp_path: Path, read_only_fs: Path, full_fs: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.filesystems import mount_tmpfs, unmount
 from tests.scripts.script_runner import REPO
 from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train, train_in_process
 
@@ -151,8 +152,6 @@ def test_unreadable_resume_file_is_refused_before_training(tmp_path: Path, monke
 
 
 def test_no_room_for_a_checkpoint_is_refused_before_training(tmp_path: Path) -> None:
-    from tests.scripts.test_output_checks import mount_tmpfs
-
     disk = mount_tmpfs(tmp_path / "small", "size=3m")  # the W18-small run's checkpoint needs about 18 MB
     try:
         root = disk / "run"
@@ -163,12 +162,10 @@ def test_no_room_for_a_checkpoint_is_refused_before_training(tmp_path: Path) -> 
                 in result.stderr) and "MiB needed" in result.stderr
         assert not (root / "checkpoints").exists()
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        unmount(disk)
 
 
 def test_a_disk_that_fills_during_training_is_one_line(tmp_path: Path) -> None:
-    from tests.scripts.test_output_checks import mount_tmpfs
-
     disk = mount_tmpfs(tmp_path / "disk", "size=40m")
     try:
         root = disk / "run"
@@ -192,4 +189,4 @@ def test_a_disk_that_fills_during_training_is_one_line(tmp_path: Path) -> None:
         assert not list((root / "checkpoints").glob(".*.tmp"))
         assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > 0  # intact
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        unmount(disk)

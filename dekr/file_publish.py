@@ -1,4 +1,4 @@
-"""The last step of every atomic write: a finished temporary file takes the target's name."""
+"""Atomic writes: a finished temporary file takes the target's name in one step."""
 from __future__ import annotations
 
 import os
@@ -13,3 +13,20 @@ def publish(tmp: str | os.PathLike, dest: str | os.PathLike) -> Path:
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, dest)
     return Path(dest)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` in one step (a temporary file beside it, fsync, :func:`publish`): a kill
+    mid-write leaves the previous file. On failure (a full disk) the temporary file is removed and the
+    OSError names ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        return publish(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err

@@ -261,5 +261,6 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         raise PreflightError(problems)
 
 
-__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_output_file", "check_resume_file", "check_run_folder", "check_training_run",
-           "datamodule_from_config", "last_checkpoint", "plan_devices", "visible_gpus"]
+__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_output_file", "check_resume_file",
+           "check_run_folder", "check_training_run", "datamodule_from_config", "last_checkpoint", "plan_devices",
+           "visible_gpus"]

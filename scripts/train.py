@@ -4,7 +4,7 @@
     python scripts/train.py --config demo.yaml                      # the laptop demo (synthetic data)
     python scripts/train.py --config w32_coco.yaml --data.init_args.root /data/coco --trainer.devices 4
     python scripts/train.py --config w32_coco.yaml --ckpt_path last  # resume the run in trainer.default_root_dir
-    python scripts/train.py --config w32_coco.yaml --ckpt_path last --resume_if_present  # resume or start
+    python scripts/train.py --config w32_coco.yaml --ckpt_path last --resume_if_present true  # or start
     python scripts/train.py --config demo.yaml --print_config        # the resolved config
 
 A LightningCLI: ``--config NAME.yaml`` is looked up in ``configs/`` when it is not a path, and

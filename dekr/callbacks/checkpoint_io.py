@@ -76,10 +76,12 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         steps = self._every_n_train_steps
         if steps and trainer.global_step % steps == 0 and batch_end_is_safe(trainer, batch_idx):
             self.save_last_now(trainer)  # (Lightning writes last here only with a top-k checkpoint)
-        if self.every_n_minutes is None or (time.monotonic() - self._last_time_of_last) < 60 * self.every_n_minutes:
+        if self.every_n_minutes is None or not batch_end_is_safe(trainer, batch_idx):  # (the same on every rank)
             return
-        # every rank decides together (the save is a collective under DDP)
-        if trainer.strategy.reduce_boolean_decision(batch_end_is_safe(trainer, batch_idx), all=True):
+        # Each rank's clock says whether it is due; the ranks decide together, since the save is a
+        # collective under DDP and a rank whose clock differs must not skip it.
+        due = time.monotonic() - self._last_time_of_last >= 60 * self.every_n_minutes
+        if trainer.strategy.reduce_boolean_decision(due, all=False):
             self.save_last_now(trainer)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from dekr.file_publish import publish
+from dekr.file_publish import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,7 @@ class EpochHistory(Callback):
         }
         path = Path(trainer.default_root_dir) / self.metrics_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:  # in one step: a kill mid-write leaves the previous file
-            tmp.write_text(json.dumps(summary, indent=2))
-            publish(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_text(path, json.dumps(summary, indent=2))  # a kill mid-write leaves the previous file
         self.written = path
 
     def state_dict(self) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 import cv2
 
 from dekr.data.spec import KeypointSpec
+from dekr.file_publish import atomic_write_text
 from dekr.inference.result import PoseResult
 from dekr.inference.sources import InputError
 
@@ -91,18 +91,7 @@ class CocoWriter:
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` in one step (temporary file, fsync, rename); on failure (a full disk)
-    the temporary file is removed, the previous ``path`` stays, and the OSError names ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    atomic_write_text(path, json.dumps(data))
 
 
 #: The results json files are rewritten after this many images or seconds, whichever comes first.

@@ -56,3 +56,21 @@ def hold_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+def run_folder_holder(folder: str | os.PathLike) -> dict[str, str] | None:
+    """Who trains in ``folder`` now, as recorded by :func:`hold_run_folder` (host, pid, started, command),
+    without touching the lock; None when nobody does. A record left by a killed process on this host
+    (its pid gone) counts as nobody; one from another host is trusted."""
+    try:
+        info = json.loads((Path(folder) / HOLDER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return None
+        except (PermissionError, KeyError, ValueError):
+            pass
+    return info

@@ -1,9 +1,12 @@
-"""scripts/sweep.py: grid/random expansion, the shipped ablation, local runs, a real SLURM job array."""
+"""scripts/sweep.py end to end: a demo-sized campaign (2 configurations x 2 seeds, one tiny epoch each)
+run here and on the real local SLURM cluster, one point failing on purpose and resubmitted."""
 from __future__ import annotations
 
-import csv
-import subprocess
+import json
+import re
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,102 +15,137 @@ import yaml
 from tests.scripts.script_runner import REPO, clean_env, run_script
 from tests.scripts.train_helpers import TINY_ARGS
 
-import sweep  # noqa: E402
-
 
 def run_sweep(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True):
     return run_script("sweep.py", args, cwd=cwd, timeout=900, check=check,
                       env=env or clean_env(WANDB_MODE="disabled"))
 
 
-def test_ablation_grid_has_eight_distinct_points() -> None:
-    spec = sweep.load_sweep(sweep.resolve_sweep("adaptive_conv_ablation"))
-    points = sweep.expand(spec)
-    assert len(points) == 8
-    assert len({tuple(sorted(p.items())) for p in points}) == 8
-    assert {p["model.net.offset_block"] for p in points} == {"adaptive", "basic"}
-    assert {p["model.net.disentangled"] for p in points} == {True, False}
-
-
-def test_ablation_point_resolves_to_a_valid_train_config(tmp_path: Path) -> None:
-    spec = sweep.load_sweep(sweep.resolve_sweep("adaptive_conv_ablation"))
-    point = sweep.expand(spec)[7]
-    cmd = sweep.point_command(spec, point, tmp_path / "p", []) + ["--print_config"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), check=True).stdout
-    config = yaml.safe_load(out)
-    net = config["model"]["net"]
-    assert (net["offset_block"], net["disentangled"], net["offset_channels_per_keypoint"]) == ("basic", False, 8)
-    assert net["backbone"] == "hrnet_w32" and str(config["trainer"]["devices"]) == "1"
-
-
-def test_random_search_is_seeded_and_in_range(tmp_path: Path) -> None:
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({"method": "random", "num_samples": 20, "seed": 3, "parameters": {
-        "model.optim.lr": {"distribution": "log_uniform", "min": 1e-4, "max": 1e-2},
-        "model.loss.offset_factor": {"distribution": "uniform", "min": 0.01, "max": 0.1},
-        "model.net.offset_blocks": {"distribution": "int_uniform", "min": 1, "max": 3},
-        "model.net.offset_block": ["adaptive", "basic"]}}))
-    spec = sweep.load_sweep(path)
-    a, b = sweep.expand(spec), sweep.expand(spec)
-    assert a == b and len(a) == 20
-    assert all(1e-4 <= p["model.optim.lr"] <= 1e-2 and p["model.net.offset_blocks"] in (1, 2, 3) for p in a)
-    assert len({p["model.net.offset_block"] for p in a}) == 2
-
-
-@pytest.mark.parametrize("content,message", [
-    ({"parameters": {}}, "no parameters"),
-    ({"parameters": {"a": {"distribution": "uniform", "min": 0, "max": 1}}}, "need method: random"),
-    ({"method": "bayes", "parameters": {"a": [1]}}, "grid or random"),
-    ({"parameters": {"a": [1]}, "typo": 1}, "unknown sweep field"),
-])
-def test_bad_sweep_files(tmp_path: Path, content: dict, message: str) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(content))
-    result = run_sweep([str(path), "--list"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and message in result.stderr and str(path) in result.stderr
-
-
-def tiny_sweep(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
+def tiny_sweep(folder: Path, **fields) -> Path:
+    path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "tiny", "config": "demo.yaml", "method": "grid",
+        "name": "tiny", "config": "demo.yaml", "method": "grid", "seeds": [0, 1],
         "args": [*TINY_ARGS[2:], "--trainer.max_epochs", "1", "--pose_images.num_images", "0"],
-        "parameters": {"model.net.offset_block": ["adaptive", "basic"]}}))
+        "parameters": {"model.net.offset_block": ["adaptive", "basic"]}, **fields}))
     return path
 
 
-def check_results(out: Path) -> None:
-    with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["model.net.offset_block"] for r in rows] == ["adaptive", "basic"]
-    assert all(r["status"] == "done" and r["val/AP"] != "" and r["epochs"] == "1" for r in rows)
+def block_point(out: Path, index: int) -> Path:
+    """Make point ``index``'s training fail: a file where its checkpoint folder must go (as a full or
+    read-only disk would); removing it lets the point run."""
+    blocker = out / f"point-{index:03d}" / "run-1" / "checkpoints"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    return blocker
 
 
-def test_local_sweep_runs_every_point_and_collects(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = run_sweep([str(tiny_sweep(tmp_path)), "--local", "--out", str(out)], cwd=tmp_path)
-    check_results(out)
-    assert "| point | model.net.offset_block |" in result.stdout
-    config = (out / "point-001" / "config.yaml").read_text()
-    assert "offset_block: basic" in config
+def results_table(out: Path) -> str:
+    return (out / "results.md").read_text()
+
+
+def check_collected(out: Path) -> None:
+    table = results_table(out)
+    assert re.search(r"\| adaptive \| 2/2 \| 0\.\d{4} ± 0\.\d{4} \|", table), table
+    assert re.search(r"\| basic \| 2/2 \| 0\.\d{4} ± 0\.\d{4} \|", table), table
+    for name in ("results.csv", "results.tex", "points.csv", "metric_vs_gflops.png", "learning_curves.png"):
+        assert (out / name).stat().st_size > 100, name
 
 
 @pytest.mark.slow
-def test_slurm_job_array_runs_one_task_per_point(slurm_cluster, tmp_path: Path) -> None:  # noqa: F811
-    out = tmp_path / "out"
+def test_local_campaign_resumes_only_what_failed(tmp_path: Path) -> None:
+    sweep, out = tiny_sweep(tmp_path), tmp_path / "out"
+    blocker = block_point(out, 3)
+    first = run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path, check=False)
+    assert first.returncode == 1 and "points [3] failed" in first.stderr
+    status = run_sweep(["--out", str(out), "--status"], cwd=tmp_path).stdout
+    assert "3 done  1 failed  (of 4 points)" in status
+    assert "--- point 3" in status and "checkpoints" in status  # the reason, from the end of its log
+    assert "| basic | 1/2 |" in results_table(out)  # collected as it stands
+    done = {i: (out / f"point-{i:03d}" / "run-1" / "metrics.json").stat().st_mtime_ns for i in range(3)}
+
+    blocker.unlink()
+    second = run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path)
+    assert "point 3 (offset_block=basic seed=1)" in second.stdout
+    assert not re.search(r"\] point [012] ", second.stdout)
+    assert {i: (out / f"point-{i:03d}" / "run-1" / "metrics.json").stat().st_mtime_ns for i in range(3)} == done
+    check_collected(out)
+    assert "nothing to run: 4 done" in run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path).stdout
+
+    refused = run_sweep([str(sweep), "--local", "--out", str(out), "--points", "0"], cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "point 0 is done" in refused.stderr and "--force" in refused.stderr
+    run_sweep([str(sweep), "--local", "--out", str(out), "--points", "0", "--force"], cwd=tmp_path)
+    runs = sorted(p.name for p in (out / "point-000").iterdir() if p.is_dir())
+    assert runs == ["run-1", "run-2"]
+    assert sorted(p.name for p in (out / "point-000" / "run-2" / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert not list(out.rglob("*-v1.ckpt"))
+    assert json.loads((out / "point-000" / "run-2" / "metrics.json").read_text())["status"] == "finished"
+
+    sweep.write_text(sweep.read_text().replace("seeds:\n- 0\n- 1", "seeds:\n- 0\n- 1\n- 2"))
+    edited = run_sweep([str(sweep), "--status", "--out", str(out)], cwd=tmp_path, check=False)
+    assert edited.returncode == 2 and "has changed since the campaign" in edited.stderr
+
+
+def wait_for_campaign(out: Path, env: dict[str, str], cwd: Path, timeout: float = 600) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = run_sweep(["--out", str(out), "--status"], cwd=cwd, env=env).stdout
+        summary = status.splitlines()[len(list(out.glob("point-*")))] if status else ""
+        if " pending" not in summary and " running" not in summary and "never run" not in summary:
+            return status
+        time.sleep(3)
+    raise TimeoutError(f"campaign {out} still busy after {timeout} s:\n{status}")
+
+
+@pytest.mark.slow
+def test_slurm_campaign_submits_resubmits_and_collects(slurm_cluster, tmp_path: Path) -> None:  # noqa: F811
     env = {**clean_env(WANDB_MODE="disabled"), "SLURM_CONF": str(slurm_cluster.conf), "DEKR_REPO_DIR": str(REPO),
            "DEKR_PYTHON": sys.executable}
-    result = run_sweep([str(tiny_sweep(tmp_path)), "--slurm", "--out", str(out), "--sbatch-args",
-                        "--gpus-per-node=0 --cpus-per-task=1 --mem=3000 --time=20", "--",
-                        "--trainer.accelerator", "cpu"], cwd=tmp_path, env=env)
-    job = result.stdout.split("submitted job array ")[1].split()[0]
-    for task in (0, 1):
-        info = slurm_cluster.wait_state(f"{job}_{task}", {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, 400)
-        log = (out / f"slurm-{job}_{task}.out").read_text()
-        assert info["JobState"] == "COMPLETED", log[-5000:]
-        assert f"point {task}" in log
-    run_sweep([str(tiny_sweep(tmp_path)), "--collect", "--out", str(out)], cwd=tmp_path, env=env)
-    check_results(out)
+    sweep = tiny_sweep(tmp_path, slurm={"gpus_per_node": 0, "cpus_per_task": 1, "mem": "3000", "time": "20"})
+    out = tmp_path / "out"
+    submit = [str(sweep), "--slurm", "--out", str(out), "--", "--trainer.accelerator", "cpu"]
+
+    refused = run_sweep([*submit[:4], "--sbatch-args", "--partition nope", *submit[4:]], cwd=tmp_path, env=env,
+                        check=False)
+    assert refused.returncode == 2 and "sbatch refused the job array: sbatch: error:" in refused.stderr
+    assert "partition" in refused.stderr.lower() and len(refused.stderr.strip().splitlines()) == 1
+    assert not list(out.glob("point-*/run-*"))  # nothing left behind by the refused submission
+
+    blocker = block_point(out, 1)
+    first = run_sweep(submit, cwd=tmp_path, env=env)
+    job = first.stdout.split("submitted job array ")[1].split(":")[0]
+    assert "points 0, 1, 2, 3" in first.stdout
+    status = wait_for_campaign(out, env, tmp_path)
+    assert "3 done  1 failed  (of 4 points)" in status and "--- point 1" in status, status
+    assert (out / "logs" / f"{job}_1.out").exists()
+    assert "nothing to run" in run_sweep(submit, cwd=tmp_path, env=env).stdout  # missing: none
+
+    blocker.unlink()
+    again = run_sweep([*submit[:4], "--resubmit", "failed"], cwd=tmp_path, env=env)  # the frozen train args
+    assert "points 1\n" in again.stdout
+    status = wait_for_campaign(out, env, tmp_path)
+    assert "4 done  (of 4 points)" in status, status
+    log = (out / "logs" / f"{again.stdout.split('submitted job array ')[1].split(':')[0]}_1.out").read_text()
+    assert "point 1 (offset_block=adaptive seed=1)" in log
+    run_sweep(["--out", str(out), "--collect"], cwd=tmp_path, env=env)
+    check_collected(out)
+
+
+def test_missing_sbatch_is_one_line(tmp_path: Path) -> None:
+    env = clean_env(WANDB_MODE="disabled", PATH=str(Path(sys.executable).parent))
+    assert shutil.which("sbatch", path=env["PATH"]) is None
+    result = run_sweep([str(tiny_sweep(tmp_path)), "--slurm", "--out", str(tmp_path / "out")], cwd=tmp_path, env=env,
+                       check=False)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: sbatch is not on the PATH: --slurm submits from a SLURM login node (run the points here with --local "
+        "instead)")
+
+
+def test_list_and_dry_run_freeze_nothing(tmp_path: Path) -> None:
+    sweep, out = tiny_sweep(tmp_path), tmp_path / "out"
+    listed = run_sweep([str(sweep), "--list", "--out", str(out)], cwd=tmp_path).stdout
+    assert listed.splitlines()[3].split() == ["3", "offset_block=basic", "seed=1"]
+    dry = run_sweep([str(sweep), "--slurm", "--dry-run", "--out", str(out)], cwd=tmp_path).stdout
+    assert "--array=0-3" in dry and "scripts/slurm/sweep.sbatch" in dry and not out.exists()
 
 
 from tests.scripts.slurm_cluster import slurm_cluster  # noqa: E402,F401  (fixture)

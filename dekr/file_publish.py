@@ -19,11 +19,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` in one step (a temporary file beside it, fsync, :func:`publish`): a kill
     mid-write leaves the previous file. On failure (a full disk) the temporary file is removed and the
     OSError names ``path``."""
+    return _atomic_write(path, text, "w")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`atomic_write_text` for bytes (an encoded image)."""
+    return _atomic_write(path, data, "wb")
+
+
+def _atomic_write(path: str | os.PathLike, data: str | bytes, mode: str) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, mode) as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         return publish(tmp, path)

@@ -1,5 +1,6 @@
 """Drawing poses on images: skeletons colored per limb (or per person), keypoint score threshold,
-person / track ids.
+person / track ids; and the sampling points of the adaptive convolutions around person centres
+(:func:`draw_sampling_points`, one color per keypoint branch).
 
 All images are (H, W, 3) uint8 **RGB** (convert with ``cv2.cvtColor`` before ``cv2.imwrite``);
 keypoints are (P, K, 3) as (x, y, score) in the image's pixels.
@@ -151,4 +152,81 @@ def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     cv2.putText(
         canvas, text, (4, h - base - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
     )
+    return canvas
+
+
+def keypoint_colors(num_keypoints: int, flip_pairs: Sequence[tuple[int, int]] = ()) -> list[RGB]:
+    """One color per keypoint: hues spread over the keypoints in spec order, the left side's
+    keypoints (the first of each ``flip_pairs`` (left, right)) lighter, as :func:`limb_colors` does."""
+    left = {a for a, _ in flip_pairs}
+    n = max(1, num_keypoints)
+    return [_hsv_rgb(k / n * 0.9, 0.85, 1.0 if k in left or not flip_pairs else 0.85) for k in range(num_keypoints)]
+
+
+def draw_sampling_points(
+    image: np.ndarray,
+    centers: np.ndarray,
+    points: np.ndarray,
+    colors: Sequence[RGB] | None = None,
+    branches: Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
+    radius: int | None = None,
+) -> np.ndarray:
+    """A copy of ``image`` with the sampling points of adaptive convolutions drawn around person centres
+    (:func:`dekr.inference.offset_sampling.image_offset_sampling`).
+
+    Each branch (keypoint) has its color; the last conv's taps are filled dots with a dark rim, those of
+    the earlier convs rings; each centre is a white dot with a black rim, on top.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        centers: (P, 2) (x, y) in image pixels.
+        points: (P, G, L, 9, 2) (x, y) in image pixels: G branches, L convs, 9 taps.
+        colors: one RGB per branch (default :func:`keypoint_colors`).
+        branches: the branches to draw (default all).
+        labels: one name per branch: a legend of the drawn branches at the top left.
+        radius: dot radius in pixels (default: scales with the image size).
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    pts = np.asarray(points, dtype=np.float64)
+    ctr = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    if pts.ndim != 5 or pts.shape[0] != len(ctr) or pts.shape[3:] != (9, 2):
+        raise ValueError(f"expected points (P, G, L, 9, 2) for {len(ctr)} centres, got shape {pts.shape}")
+    num_branches = pts.shape[1]
+    colors = list(colors) if colors is not None else keypoint_colors(num_branches)
+    branches = list(range(num_branches)) if branches is None else [int(b) for b in branches]
+    if any(not 0 <= b < num_branches for b in branches) or len(colors) < num_branches:
+        raise ValueError(f"branches {branches} / {len(colors)} colors for {num_branches} branches")
+    canvas = np.ascontiguousarray(image.copy())
+    h, w = canvas.shape[:2]
+    size = max(h, w)
+    r = radius or max(2, round(size / 250))
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        return int(np.clip(round(x), -4 * w, 5 * w)), int(np.clip(round(y), -4 * h, 5 * h))
+
+    last = pts.shape[2] - 1
+    for person in pts:
+        for b in branches:
+            for layer, taps in enumerate(person[b]):
+                for x, y in taps:
+                    if layer == last:
+                        cv2.circle(canvas, point(x, y), r, colors[b], -1, cv2.LINE_AA)
+                        cv2.circle(canvas, point(x, y), r, (0, 0, 0), 1, cv2.LINE_AA)
+                    else:
+                        cv2.circle(canvas, point(x, y), r, colors[b], max(1, r // 2), cv2.LINE_AA)
+    for x, y in ctr:
+        cv2.circle(canvas, point(x, y), r + 2, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(canvas, point(x, y), r + 2, (0, 0, 0), 1, cv2.LINE_AA)
+    if labels is not None:
+        scale = max(0.35, size / 1400)
+        y0 = 4
+        for b in branches:
+            (tw, th), base = cv2.getTextSize(labels[b], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            cv2.rectangle(canvas, (2, y0), (tw + th + 10, y0 + th + base + 4), (0, 0, 0), -1)
+            cv2.circle(canvas, (4 + th // 2, y0 + (th + base + 4) // 2), max(2, th // 2), colors[b], -1, cv2.LINE_AA)
+            cv2.putText(canvas, labels[b], (th + 8, y0 + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+            y0 += th + base + 6
     return canvas

@@ -1,4 +1,4 @@
-"""Drawing: limb colors, score threshold, ids, robustness."""
+"""Drawing: limb colors, score threshold, ids, robustness; adaptive-conv sampling points."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from dekr.data.dataset import read_image_rgb
 from dekr.data.spec import load_spec
-from dekr.visualize import draw_caption, draw_poses, id_color, limb_colors
+from dekr.visualize import (draw_caption, draw_poses, draw_sampling_points, id_color, keypoint_colors,
+                            limb_colors)
 
 from tests.conftest import FIXTURES
 
@@ -166,3 +167,30 @@ def test_draws_a_non_coco_skeleton_with_sides_from_its_flip_pairs():
     labelled_limbs = sum(bool(kps[0, a, 2] and kps[0, b, 2]) for a, b in spec.skeleton)
     assert labelled_limbs >= 12 and drawn >= labelled_limbs - 3, f"{drawn} of {labelled_limbs} limbs in colour"
     assert 0.001 < np.any(out != image, axis=-1).mean() < 0.1
+
+
+def test_sampling_points_in_branch_colors_centre_on_top_and_selection():
+    """The last conv's taps are dots in their keypoint's color, earlier convs' rings; the centre is
+    white; unselected branches are not drawn; the legend names the drawn ones."""
+    image = np.zeros((200, 200, 3), np.uint8)
+    colors = keypoint_colors(SPEC.num_keypoints, SPEC.flip_pairs)
+    assert len(set(colors)) == 17 and max(colors[1]) == 255 and max(colors[2]) == int(0.85 * 255)  # left eye lighter
+    grid = np.array([(gx, gy) for gy in (-1, 0, 1) for gx in (-1, 0, 1)], float)
+    points = np.zeros((1, 17, 2, 9, 2))
+    points[0, :, 0] = 100 + 20 * grid  # first conv: rings
+    points[0, :, 1] = 100 + 60 * grid  # last conv: dots
+    points[0, 5, 1] = 100 + 80 * grid  # keypoint 5's last conv further out
+    out = draw_sampling_points(image, np.array([[100.0, 100.0]]), points, colors, branches=[0, 5], radius=4)
+    assert image.sum() == 0, "the input must not be modified"
+    assert tuple(out[100, 100]) == (255, 255, 255)  # the centre, on top of the centre taps
+    assert tuple(out[40, 40]) == colors[0] and tuple(out[20, 180]) == colors[5]  # filled dots
+    assert tuple(out[80, 80]) == (0, 0, 0) and out[80, 84].any()  # a ring: empty middle
+    only_one = draw_sampling_points(image, np.array([[100.0, 100.0]]), points, colors, branches=[5], radius=4)
+    assert only_one[40, 40].sum() == 0 and tuple(only_one[20, 180]) == colors[5]
+    legend = draw_sampling_points(image, np.zeros((0, 2)), np.zeros((0, 17, 2, 9, 2)), colors, [0, 5],
+                                  SPEC.keypoint_names)
+    assert legend[:30, :80].any() and not legend[60:].any()  # the legend only, top left
+    with pytest.raises(ValueError, match=r"\(P, G, L, 9, 2\)"):
+        draw_sampling_points(image, np.zeros((2, 2)), points)
+    with pytest.raises(ValueError, match="branches"):
+        draw_sampling_points(image, np.zeros((1, 2)), points, branches=[17])

@@ -192,9 +192,13 @@ def run_here(campaign: Campaign, point: Point, run_dir: Path) -> int:
         process = subprocess.Popen(cmd, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1)
         assert process.stdout is not None
-        for line in process.stdout:
-            sys.stdout.write(line)
-            log.write(line)
+        try:
+            for line in process.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+        except KeyboardInterrupt:  # Ctrl-C reached the training too: let it save last.ckpt and exit
+            process.wait()
+            raise
         return process.wait()
 
 

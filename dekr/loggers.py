@@ -1,20 +1,29 @@
-"""Weights & Biases logging that never waits for the network.
+"""Weights & Biases logging that never waits for the network, and runs named after what they are.
 
 Mode selection (:func:`wandb_mode`): ``WANDB_MODE`` from the environment wins (``disabled``,
 ``offline``, ``online``); otherwise ``online`` only when an API key is configured and the W&B
 server answers within two seconds, else ``offline`` (sync later with ``wandb sync DIR``).
+
+Run identity (:func:`run_identity`, applied by ``scripts/train.py`` through :func:`describe_wandb_runs`):
+a sweep point is named by its swept values and seed (``offset_block=basic disentangled=false seed=1``),
+grouped by its sweep and tagged with the same ``key=value`` strings; a single run by its config and
+run folder (``demo · runs/demo-lr3``).
 """
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
+import re
 import socket
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +59,9 @@ def wandb_mode() -> str:
 class WandbLogger(_LightningWandbLogger):
     """Lightning's ``WandbLogger`` with the mode chosen by :func:`wandb_mode` (``mode`` overrides)
     and ``save_dir`` defaulting to the trainer's run folder (``default_root_dir``; set by
-    ``scripts/train.py``).
+    ``scripts/train.py``). Before the run starts, :meth:`describe` sets its identity and adds to
+    its config, :meth:`log_run_config` gives it the whole run config and :meth:`summarize` asks for a
+    metric's best and last value in its summary.
 
     Args:
         project, entity, name, tags, group: the W&B run identity (from the run config).
@@ -72,6 +83,70 @@ class WandbLogger(_LightningWandbLogger):
             log.info("W&B: no API key or no network: logging offline (upload later with `wandb sync`)")
         super().__init__(project=project, entity=entity, name=name, tags=tags, group=group, mode=self.mode,
                          save_dir=save_dir, log_model=log_model, **kwargs)
+        self._summaries: dict[str, str] = {}  # metric -> "max" / "min"
+        self._whole_config = False  # log_run_config was given the run's whole config
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The run's ``name``, ``group`` and ``tags`` as configured so far (None / ``[]``: W&B's defaults)."""
+        return {"name": self._wandb_init.get("name"), "group": self._wandb_init.get("group"),
+                "tags": list(self._wandb_init.get("tags") or [])}
+
+    def describe(self, name: str | None = None, group: str | None = None, tags: Sequence[str] | None = None,
+                 config: Mapping[str, Any] | None = None) -> None:
+        """Set the run's ``name``, ``group`` and ``tags`` (those given) and add ``config`` to its config.
+
+        Before the run starts they go to ``wandb.init``; after, ``config`` updates the run's config (rank
+        0) and the identity stays what it was (W&B fixes the group at the start).
+        """
+        config = _json_values(dict(config or {}))
+        if self._experiment is None:
+            given = {"name": name, "group": group, "tags": list(tags) if tags is not None else None}
+            self._wandb_init.update({key: value for key, value in given.items() if value is not None})
+            if config:
+                self._wandb_init["config"] = {**(self._wandb_init.get("config") or {}), **config}
+        elif rank_zero_only.rank == 0:
+            if name is not None or group is not None or tags is not None:
+                log.warning("W&B run already started: its name, group and tags stay as they were")
+            if config:
+                self._experiment.config.update(config, allow_val_change=True)
+
+    def log_run_config(self, config: Mapping[str, Any]) -> None:
+        """Log the run's whole config (``scripts/train.py``'s: model, data, trainer, seed, sweep point)
+        as the W&B config, instead of the module's hyperparameters (its ``model`` section), which
+        Lightning would log again at the top level."""
+        self.describe(config=config)
+        self._whole_config = True
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        if not self._whole_config:
+            super().log_hyperparams(params)
+
+    def summarize(self, metric: str, mode: str = "max") -> None:
+        """Keep ``metric``'s best (``mode``: ``max`` or ``min``) and last value in the run summary, as
+        ``{"max": best, "last": last}`` (W&B's columns ``metric.max`` and ``metric.last``)."""
+        if mode not in ("max", "min"):
+            raise ValueError(f"summary mode must be max or min, got {mode!r}")
+        self._summaries[metric] = mode
+        if self._experiment is not None and rank_zero_only.rank == 0:
+            self._define_summaries(self._experiment)
+
+    @property
+    def experiment(self) -> Any:
+        starting = self._experiment is None
+        run = super().experiment
+        if starting and self._experiment is not None:  # just started (rank 0)
+            self._define_summaries(run)
+        return run
+
+    def _define_summaries(self, run: Any) -> None:
+        if getattr(run, "define_metric", None) is None:
+            return
+        # a metric's own definition replaces the "*" one Lightning made: keep its x-axis
+        step = "global_step" if self._wandb_init.get("sync_tensorboard") else "trainer/global_step"
+        for metric, mode in self._summaries.items():
+            run.define_metric(metric, step_metric=step, step_sync=True, summary=f"{mode},last")
 
     def set_save_dir(self, save_dir: str | os.PathLike) -> None:
         """Point the (not yet started) run at ``save_dir``."""
@@ -79,3 +154,108 @@ class WandbLogger(_LightningWandbLogger):
             self._save_dir = os.fspath(save_dir)
             self._wandb_init["dir"] = self._save_dir
             Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+
+
+# Arguments of scripts/train.py that set the W&B identity themselves (they win over the automatic one).
+_IDENTITY_ARGUMENT = re.compile(r"^--trainer\.logger(?:\.init_args)?\.(name|group|tags)\+?(?:=|$)")
+_IDENTITY_VARIABLES = {"name": "WANDB_NAME", "group": "WANDB_RUN_GROUP", "tags": "WANDB_TAGS"}
+_CLASS_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Z]\w*)$")
+
+
+def explicit_identity(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> set[str]:
+    """Which of ``name``, ``group``, ``tags`` the user set: on the command line
+    (``--trainer.logger.init_args.name X``, ``--trainer.logger.tags+=x``) or through W&B's variables
+    (``WANDB_NAME``, ``WANDB_RUN_GROUP``, ``WANDB_TAGS``)."""
+    environ = os.environ if environ is None else environ
+    found = {key for key, variable in _IDENTITY_VARIABLES.items() if environ.get(variable)}
+    for arg in argv:
+        match = _IDENTITY_ARGUMENT.match(arg)
+        if match:
+            found.add(match.group(1))
+    return found
+
+
+def short_keys(keys: Sequence[str]) -> list[str]:
+    """Each dotted key by its last component, or by as many last components as tell it from the
+    others (``model.net.offset_block`` -> ``offset_block``; ``a.lr`` and ``b.lr`` stay ``a.lr``, ``b.lr``)."""
+    parts = [key.split(".") for key in keys]
+    out = []
+    for i, key in enumerate(parts):
+        n = 1
+        while n < len(key) and any(other[-n:] == key[-n:] for j, other in enumerate(parts) if j != i):
+            n += 1
+        out.append(".".join(key[-n:]))
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A config value in a run name or tag: strings as they are, a class path (or a ``class_path``
+    mapping) by its class name, other values as JSON (``false``, ``0.001``, ``[15,8]``)."""
+    if isinstance(value, Mapping) and "class_path" in value:
+        value = value["class_path"]
+    if isinstance(value, str):
+        match = _CLASS_PATH.match(value)
+        return match.group(1) if match else value
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def run_identity(config_name: str | None, run_folder: str | os.PathLike,
+                 sweep: Mapping[str, Any] | None = None, seed: Any = None) -> dict[str, Any]:
+    """The W&B ``name``, ``group`` and ``tags`` of a run.
+
+    A sweep point (``sweep``: ``name``, ``point``, ``seed``, ``parameters`` {dotted key: value}, as
+    ``scripts/sweep.py`` passes it): named ``key=value`` per swept value (:func:`short_keys`,
+    :func:`format_value`) and ``seed=N`` (the sweep's seed, else ``seed``), grouped by the sweep's
+    name, tagged with the same strings. A single run: named ``<config_name> · <run_folder>`` (the
+    folder relative to the working directory when inside it), no group, no tags.
+    """
+    if not sweep:
+        folder = _shown_path(run_folder)
+        return {"name": f"{config_name} · {folder}" if config_name else folder, "group": None, "tags": []}
+    parameters = dict(sweep.get("parameters") or {})
+    keys = short_keys(list(parameters))
+    pairs = [f"{key}={format_value(value)}" for key, value in zip(keys, parameters.values())]
+    seed = sweep.get("seed", seed)
+    if seed is not None and not isinstance(seed, bool):
+        pairs.append(f"seed={seed}")
+    name = " ".join(pairs) or f"{sweep.get('name', 'sweep')} point {sweep.get('point')}"
+    # W&B refuses tags longer than 64 characters
+    return {"name": name, "group": sweep.get("name"), "tags": [pair[:64] for pair in pairs]}
+
+
+def describe_wandb_runs(loggers: Any, *, config_name: str | None, run_folder: str | os.PathLike,
+                        sweep: Mapping[str, Any] | None = None, seed: Any = None,
+                        explicit: Iterable[str] = (), config: Mapping[str, Any] | None = None) -> None:
+    """Name, group and tag each :class:`WandbLogger` among ``loggers`` (one, a list or None) by
+    :func:`run_identity`, and log ``config`` (the whole run config) as its config.
+
+    What the user set (``explicit``: :func:`explicit_identity`) stays. A name from a config file is
+    the label of a single run in place of ``config_name`` (a sweep point is named by its values);
+    a group from a config file stays unless the run is a sweep point; tags from a config file come
+    before the automatic ones.
+    """
+    explicit = set(explicit)
+    for logger in loggers if isinstance(loggers, (list, tuple)) else [loggers]:
+        if not isinstance(logger, WandbLogger):
+            continue
+        configured = logger.identity
+        auto = run_identity(configured["name"] or config_name, run_folder, sweep, seed)
+        logger.describe(
+            name=None if "name" in explicit else auto["name"],
+            group=None if "group" in explicit else auto["group"],
+            tags=None if "tags" in explicit else list(dict.fromkeys([*configured["tags"], *auto["tags"]])))
+        if config is not None:
+            logger.log_run_config(config)
+
+
+def _shown_path(path: str | os.PathLike) -> str:
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _json_values(value: Any) -> Any:
+    """``value`` with what JSON cannot hold (paths, classes) as strings."""
+    return json.loads(json.dumps(value, default=str))

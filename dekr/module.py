@@ -51,7 +51,9 @@ class DEKRModule(L.LightningModule):
     """DEKR for training, evaluation and inference.
 
     ``module(images)`` returns ``(heatmaps, offsets)`` in the official layout (see
-    :class:`dekr.models.dekr.DEKRNet`).
+    :class:`dekr.models.dekr.DEKRNet`). When ``fit`` sets up with a datamodule that has an
+    ``input_size`` S, ``example_input_array`` becomes zeros (1, 3, S, S), so that Lightning's model
+    summary counts FLOPs (not for a compiled network).
 
     Validation (and test) batches hold the original images (a list of (H, W, 3) uint8 RGB
     arrays, see :mod:`dekr.data.datamodule`): poses are decoded with
@@ -225,6 +227,13 @@ class DEKRModule(L.LightningModule):
             raise ValueError(f"the data's keypoint spec {datamodule.spec.name!r} ({datamodule.spec.num_keypoints} "
                              f"keypoints) differs from the model's spec {self.spec.name!r} "
                              f"({self.spec.num_keypoints}); set model.spec and model.net.num_keypoints to match")
+        size = self.data_input_size()
+        if stage == "fit" and size and self.compile_options is None:
+            # Lightning's ModelSummary forwards this once (batch 1, eval, no_grad) to show FLOPs; at the
+            # data's input size, the test size too. Not for a compiled network: the summary would compile
+            # one more graph just for it. In the precision's input dtype ("bf16-true" weights).
+            example = torch.zeros(1, 3, size, size)
+            self.example_input_array = self.trainer.precision_plugin.convert_input(example)
         if stage in ("fit", "validate") and self.val_metric is None:
             self.val_metric = self._make_metric(datamodule.val_ground_truth)
         if stage == "test" and self.test_metric is None:

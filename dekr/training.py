@@ -6,7 +6,8 @@
 The run folder ``root_dir`` then holds ``checkpoints/last.ckpt`` (refreshed every epoch) and
 ``checkpoints/best-*.ckpt`` (by ``val/AP``), both written atomically, ``last.ckpt`` also when
 SIGTERM or Ctrl-C stops the run, ``metrics.json`` (the final,
-best and per-epoch figures) and the W&B run (``wandb/``; offline without an API key or network,
+best and per-epoch figures), ``provenance.json`` (command, git commit, packages, machine, each session;
+the uncommitted diff in ``git.diff``) and the W&B run (``wandb/``; offline without an API key or network,
 ``WANDB_MODE=disabled`` turns it off). The learning rate is logged once per epoch, and a SLURM
 requeue signal is acted on at the next safe point of the loop (:class:`RequeueAtSafePoint`).
 """
@@ -22,7 +23,8 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from dekr.callbacks import (AtomicCheckpointIO, CheckpointOnStop, EpochHistory, ImagesPerSecond,
-                            LastAndBestCheckpoint, PoseImageLogger, RequeueAtSafePoint, RNGStateCheckpoint)
+                            LastAndBestCheckpoint, PoseImageLogger, Provenance, RequeueAtSafePoint,
+                            RNGStateCheckpoint, RunCosts)
 from dekr.loggers import WandbLogger
 
 # The checkpoint callback of a run: the best epoch by validation OKS-AP, and the last one.
@@ -41,9 +43,11 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
     Args:
         root_dir: the run folder (``trainer.default_root_dir``).
         callbacks: callbacks of your own; a :class:`LastAndBestCheckpoint` (``CHECKPOINT_DEFAULTS``),
-            :class:`PoseImageLogger`, :class:`ImagesPerSecond`, :class:`EpochHistory` and
+            :class:`PoseImageLogger`, :class:`ImagesPerSecond`, :class:`RunCosts` (``metrics.json``'s
+            ``costs``), :class:`EpochHistory` and
             :class:`RNGStateCheckpoint` (resumed runs draw what uninterrupted ones would) and
-            :class:`CheckpointOnStop` (SIGTERM / Ctrl-C save ``last.ckpt`` before stopping) are added
+            :class:`CheckpointOnStop` (SIGTERM / Ctrl-C save ``last.ckpt`` before stopping) and
+            :class:`Provenance` (``provenance.json``: command, git state, packages, machine) are added
             unless one of the kind is given, a ``LearningRateMonitor`` (per epoch) first when there
             is a logger, and :class:`RequeueAtSafePoint` last. Checkpoint callbacks without a
             ``dirpath`` write to ``root_dir/checkpoints``, a fixed folder that ``ckpt_path="last"``
@@ -58,7 +62,8 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
     callbacks = _as_list(callbacks)
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         callbacks.append(LastAndBestCheckpoint(**CHECKPOINT_DEFAULTS))
-    for kind in (PoseImageLogger, ImagesPerSecond, EpochHistory, RNGStateCheckpoint, CheckpointOnStop):
+    for kind in (PoseImageLogger, ImagesPerSecond, RunCosts, EpochHistory, RNGStateCheckpoint,
+                 CheckpointOnStop, Provenance):
         if not any(isinstance(c, kind) for c in callbacks):
             callbacks.append(kind())
     for callback in callbacks:
@@ -67,9 +72,12 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
     if logger is None:
         logger = WandbLogger()
     loggers = [] if isinstance(logger, bool) else _as_list(logger)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     for each in loggers:
         if isinstance(each, WandbLogger) and each.save_dir is None:
             each.set_save_dir(root)
+        if isinstance(each, WandbLogger) and checkpoint is not None:  # the best and last value in the summary
+            each.summarize(checkpoint.monitor, checkpoint.mode)
     if (logger is True or loggers) and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
         callbacks.insert(0, LearningRateMonitor(logging_interval="epoch"))
     # Last among the callbacks, so that the others' epoch-end state is in the requeue checkpoint

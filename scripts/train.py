@@ -13,7 +13,12 @@ the configs it names in ``parts`` are applied before it (several ``--config``, s
 bf16-mixed``, ``--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging``). Each run lives
 in ``trainer.default_root_dir`` (default ``runs/<config name>``): ``config.yaml`` (the resolved
 config) and what :func:`dekr.training.trainer_kwargs` sets up for Python runs too: checkpoints
-(``last``, ``best-*`` by ``val/AP``, written atomically), ``metrics.json`` and the W&B run.
+(``last``, ``best-*`` by ``val/AP``, written atomically), ``metrics.json``, ``provenance.json`` (the
+command, git commit and uncommitted diff in ``git.diff``, packages, machine, SLURM job, each session
+of the run: :class:`dekr.callbacks.Provenance`) and the W&B run. The W&B run is named by its config and
+run folder (``demo · runs/demo``), or for a sweep point (``--sweep``, set by ``scripts/sweep.py``) by its
+swept values and seed, grouped by sweep and tagged (``--trainer.logger.init_args.name/group/tags``
+win); its config is this whole config, its summary the best and last value of ``checkpoint.monitor``.
 
 Exit status: 0 when the training finished, 2 for a user error (one line on stderr), 1 for a NaN loss,
 128 + the signal number when SIGTERM or Ctrl-C stopped it (after writing ``last.ckpt``).
@@ -38,11 +43,12 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 
 from dekr.callbacks import (CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,  # noqa: E402
-                            PoseImageLogger)
+                            PoseImageLogger, Provenance)
 from dekr.checkpoint import CheckpointWriteError  # noqa: E402
 from dekr.config import PARTS_KEY, config_stack  # noqa: E402
 from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, report_user_error  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
+from dekr.loggers import describe_wandb_runs, explicit_identity  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
 from dekr.preflight import PreflightError, check_output_file, check_training_run, last_checkpoint  # noqa: E402
 from dekr.run_lock import RunFolderBusy, hold_run_folder  # noqa: E402
@@ -87,6 +93,7 @@ class DEKRCLI(LightningCLI):
     """LightningCLI that builds the trainer with :func:`dekr.training.trainer_kwargs` in the run folder."""
 
     run_name: str | None = None
+    command: list[str] | None = None  # sys.argv as given, before resolve_config_args
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
@@ -96,6 +103,9 @@ class DEKRCLI(LightningCLI):
                                  "yet (instead of refusing): for job scripts that may run first or again")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="evaluate the best checkpoint on the test split after training")
+        parser.add_argument("--sweep", type=Optional[dict], default=None,
+                            help="set by scripts/sweep.py: the campaign point this run is (name, point, "
+                                 "seed, parameters); names, groups and tags the W&B run")
         parser.add_argument(f"--{PARTS_KEY}", type=Optional[list[str]], default=None,
                             help="(in a config file) the configs it is stacked on, which scripts/train.py "
                                  "applies before it; a name resolves next to that config, then in configs/")
@@ -120,6 +130,12 @@ class DEKRCLI(LightningCLI):
         callbacks = config.get("callbacks") or []
         callbacks = [*(callbacks if isinstance(callbacks, list) else [callbacks]),
                      *(self._get(self.config_init, key) for key in RUN_CALLBACKS)]
+        if not any(isinstance(c, Provenance) for c in callbacks):
+            callbacks.append(Provenance(command=self.command))  # the command as typed, not as expanded
+        describe_wandb_runs(config.get("logger"), config_name=self.run_name, run_folder=self.run_folder(),
+                            sweep=self.config.get("sweep"), seed=self.config.get("seed_everything"),
+                            explicit=explicit_identity(self.command or sys.argv),
+                            config=self.config.as_dict())
         run = trainer_kwargs(self.run_folder(), callbacks, logger=config.get("logger"),
                              plugins=config.get("plugins"))
         trainer = super().instantiate_trainer(**{**kwargs, **run})
@@ -145,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     # same value: Lightning's advice to sync_dist them (average across ranks) does not apply.
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
     argv = list(sys.argv[1:] if argv is None else argv)
+    DEKRCLI.command = [sys.argv[0], *argv]
     try:
         argv, run_name = resolve_config_args(argv)
     except USER_ERRORS as err:  # a config or part that is not there, a loop of parts

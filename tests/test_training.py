@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dekr.callbacks import (AtomicCheckpointIO, CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,
-                            PoseImageLogger, RequeueAtSafePoint, RNGStateCheckpoint)
+                            PoseImageLogger, Provenance, RequeueAtSafePoint, RNGStateCheckpoint, RunCosts)
 from dekr.loggers import WandbLogger
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs
 
@@ -20,13 +20,14 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kwargs = trainer_kwargs(tmp_path / "run")
     assert kwargs["default_root_dir"] == str(tmp_path / "run")
     kinds = [type(c) for c in kwargs["callbacks"]]
-    assert kinds == [LearningRateMonitor, LastAndBestCheckpoint, PoseImageLogger, ImagesPerSecond,
-                     EpochHistory, RNGStateCheckpoint, CheckpointOnStop, RequeueAtSafePoint]
+    assert kinds == [LearningRateMonitor, LastAndBestCheckpoint, PoseImageLogger, ImagesPerSecond, RunCosts,
+                     EpochHistory, RNGStateCheckpoint, CheckpointOnStop, Provenance, RequeueAtSafePoint]
     checkpoint = kwargs["callbacks"][1]
     assert checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
     assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_last, checkpoint.save_top_k) == \
         (CHECKPOINT_DEFAULTS["monitor"], "max", True, 1)
     assert isinstance(kwargs["logger"], WandbLogger) and kwargs["logger"].save_dir == str(tmp_path / "run")
+    assert kwargs["logger"]._summaries == {"val/AP": "max"}  # the checkpoint's monitor: best and last kept
     assert [type(p) for p in kwargs["plugins"]] == [AtomicCheckpointIO]
 
     trainer = L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, **kwargs)
@@ -41,7 +42,8 @@ def test_given_ones_are_kept_and_completed(tmp_path: Path) -> None:
     kwargs = trainer_kwargs(tmp_path, callbacks=[own, history], logger=False, plugins=io)
     assert kwargs["logger"] is False
     assert [type(c) for c in kwargs["callbacks"]] == [ModelCheckpoint, EpochHistory, PoseImageLogger,
-                                                       ImagesPerSecond, RNGStateCheckpoint, CheckpointOnStop,
+                                                       ImagesPerSecond, RunCosts, RNGStateCheckpoint,
+                                                       CheckpointOnStop, Provenance,
                                                        RequeueAtSafePoint]  # no LR monitor
     assert kwargs["callbacks"][0] is own and own.dirpath == str(tmp_path / "checkpoints")
     assert kwargs["callbacks"][1] is history and kwargs["plugins"] == [io]

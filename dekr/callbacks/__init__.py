@@ -1,14 +1,17 @@
 """Training-loop callbacks: atomic checkpoint IO, last/best checkpoints, per-epoch history, RNG
-states in checkpoints, throughput, validation pose images, SLURM requeue at a safe point, a checkpoint and
-an honest exit on SIGTERM / Ctrl-C. (EMA of weights: Lightning's own
+states in checkpoints, throughput, run costs, validation pose images, SLURM requeue at a safe point, a checkpoint and
+an honest exit on SIGTERM / Ctrl-C, the run's provenance. (EMA of weights: Lightning's own
 ``EMAWeightAveraging`` callback.)"""
 from dekr.callbacks.checkpoint_io import AtomicCheckpointIO, LastAndBestCheckpoint
 from dekr.callbacks.history import EpochHistory
 from dekr.callbacks.pose_images import PoseImageLogger
 from dekr.callbacks.preemption import RequeueAtSafePoint
+from dekr.callbacks.provenance import Provenance
 from dekr.callbacks.rng_state import RNGStateCheckpoint
+from dekr.callbacks.run_costs import RunCosts
 from dekr.callbacks.stop_signal import CheckpointOnStop, StopRecord
 from dekr.callbacks.throughput import ImagesPerSecond
 
 __all__ = ["AtomicCheckpointIO", "CheckpointOnStop", "EpochHistory", "LastAndBestCheckpoint", "ImagesPerSecond",
-           "PoseImageLogger", "RequeueAtSafePoint", "RNGStateCheckpoint", "StopRecord"]
+           "PoseImageLogger", "Provenance", "RequeueAtSafePoint", "RNGStateCheckpoint", "RunCosts",
+           "StopRecord"]

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from dekr.callbacks.run_costs import COST_KEYS, RunCosts
 from dekr.file_publish import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ class EpochHistory(Callback):
     When ``fit`` ends, or stops on an exception (SIGTERM, Ctrl-C, an error), rank 0 writes
     ``metrics_file`` in the run folder (``trainer.default_root_dir``): ``status`` (``finished``,
     ``stopped`` or ``failed``), ``best_score``, ``monitor``, ``best_model_path`` and ``last_model_path`` of the checkpoint
-    callback, ``epochs``, ``global_step``, ``final`` (the last scalar metrics) and ``history``.
+    callback, ``epochs``, ``global_step``, ``final`` (the last scalar metrics), ``history`` and ``costs``
+    (parameters, GFLOPs, throughput, peak memory, wall time: :mod:`dekr.callbacks.run_costs`, measured by
+    the trainer's :class:`RunCosts`; all ``None`` without one).
 
     Args:
         metrics_file: file name in the run folder; ``None`` writes nothing.
@@ -77,6 +80,7 @@ class EpochHistory(Callback):
             "global_step": trainer.global_step,
             "final": _scalars(trainer),
             "history": self.history,
+            "costs": _costs(trainer),
         }
         path = Path(trainer.default_root_dir) / self.metrics_file
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,3 +97,8 @@ class EpochHistory(Callback):
 def _scalars(trainer: L.Trainer) -> dict[str, float]:
     return {key: float(value) for key, value in trainer.callback_metrics.items()
             if getattr(value, "numel", lambda: 1)() == 1}
+
+
+def _costs(trainer: L.Trainer) -> dict[str, Any]:
+    run_costs = next((c for c in trainer.callbacks if isinstance(c, RunCosts)), None)
+    return run_costs.costs(trainer) if run_costs is not None else dict.fromkeys(COST_KEYS)

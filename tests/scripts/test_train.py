@@ -64,12 +64,13 @@ def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
 
 def run_layout(root: Path) -> set[str]:
     """The files of a run folder, numbers masked (epochs, AP, W&B run ids), W&B's own files reduced
-    to the run file and the logged pose images; less ``config.yaml``, the CLI's resolved config, and
-    ``.run.lock``, the CLI's run folder lock (dekr.run_lock)."""
+    to the run file and the logged pose images; less ``config.yaml``, the CLI's resolved config,
+    ``.run.lock``, the CLI's run folder lock (dekr.run_lock), and ``git.diff``, there when the
+    working tree has uncommitted changes."""
     layout = set()
     for path in root.rglob("*"):
         relative = path.relative_to(root).as_posix()
-        if not path.is_file() or relative in ("config.yaml", ".run.lock"):
+        if not path.is_file() or relative in ("config.yaml", ".run.lock", "git.diff"):
             continue
         if relative.startswith("wandb/"):
             if not (relative.endswith(".wandb") or "/media/images/val/poses_" in relative):
@@ -115,11 +116,14 @@ def test_python_trainer_with_the_library_defaults_writes_the_cli_run_folder(
     cli_root, _ = tiny_run
     layout = run_layout(root)
     assert layout == run_layout(cli_root) and not list(root.rglob("*.tmp"))
-    assert {"metrics.json", "checkpoints/last.ckpt", "checkpoints/best-epochN-apN.ckpt", "wandb/run.wandb",
-            "wandb/val_poses.png"} == layout
+    assert {"metrics.json", "provenance.json", "checkpoints/last.ckpt", "checkpoints/best-epochN-apN.ckpt",
+            "wandb/run.wandb", "wandb/val_poses.png"} == layout
     ours, cli = (json.loads((r / "metrics.json").read_text()) for r in (root, cli_root))
     assert set(ours) == set(cli) and set(ours["final"]) == set(cli["final"])
     assert ours["epochs"] == 2 and len(ours["history"]) == 2
+    ours, cli = (json.loads((r / "provenance.json").read_text()) for r in (root, cli_root))
+    assert (cli["config_file"], cli["hparams"]) == ("config.yaml", None)  # the CLI's; without it, hparams
+    assert ours["config_file"] is None and ours["hparams"]["model"]["net"]["backbone"] == "hrnet_w18_small"
 
 
 def test_resume_from_last_is_exact(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 from dekr.models.adaptive_conv import affine_grid_offsets
-from dekr.models.heads import AdaptiveBlock, OffsetHead
+from dekr.models.heads import OffsetHead
+from dekr.models.offset_blocks.adaptive import AdaptiveBlock
 
 
 def forward_per_keypoint(head: OffsetHead, features: Tensor) -> Tensor:

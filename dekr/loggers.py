@@ -196,6 +196,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         match = _CLASS_PATH.match(value)
         return match.group(1) if match else value
+    if isinstance(value, float):
+        return f"{value:.4g}"  # a sampled learning rate, not 17 digits of it
     return json.dumps(value, separators=(",", ":"), default=str)
 
 

@@ -25,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dekr.config_errors import report_user_error  # noqa: E402
-from dekr.sweeps import Campaign, SweepError  # noqa: E402
-from dekr.sweeps.campaign import exec_point, run_here  # noqa: E402
-from dekr.sweeps.figures import learning_curves, metric_vs_gflops  # noqa: E402
-from dekr.sweeps.results import configuration_rows, markdown_table, point_rows, write_results  # noqa: E402
-from dekr.sweeps.slurm import sbatch_command, submit  # noqa: E402
-from dekr.sweeps.spec import load_sweep, resolve_sweep  # noqa: E402
-from dekr.sweeps.status import DONE, FAILED, NEVER_RUN, PENDING, RUNNING, campaign_status, format_status  # noqa: E402
+from dekr.config_errors import report_user_error
+from dekr.sweeps import Campaign, SweepError
+from dekr.sweeps.campaign import exec_point, run_here
+from dekr.sweeps.figures import learning_curves, metric_vs_gflops
+from dekr.sweeps.results import configuration_rows, markdown_table, point_rows, write_results
+from dekr.sweeps.slurm import sbatch_command, submit
+from dekr.sweeps.spec import load_sweep, resolve_sweep
+from dekr.sweeps.status import DONE, FAILED, NEVER_RUN, PENDING, RUNNING, campaign_status, format_status
 
 RESUBMIT = {"missing": {NEVER_RUN}, "failed": {FAILED}, "unfinished": {NEVER_RUN, FAILED}}
 

@@ -8,9 +8,10 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from dekr.dataclass_config import dataclass_from_dict
-from dekr.models.adaptive_conv import AdaptiveBackend, AdaptiveConv2d
+from dekr.models.adaptive_conv import AdaptiveBackend
 from dekr.models.backbone import PRETRAINED_OPTION, HRNetBackbone
-from dekr.models.heads import HeatmapHead, OffsetBlockType, OffsetHead
+from dekr.models.heads import HeatmapHead, OffsetHead
+from dekr.models.offset_blocks import OffsetBlockOption
 
 #: Output stride of both heads relative to the input image.
 OUTPUT_STRIDE = 4
@@ -32,18 +33,26 @@ class DEKRNetConfig:
         heatmap_channels: width of the heatmap head (official: 32 for W32, 48 for W48).
         offset_channels_per_keypoint: width of each keypoint's offset branch (official 15).
         offset_blocks: blocks per offset branch (official 2).
-        offset_block: ``adaptive`` (official) or ``basic`` (plain 3x3 conv blocks; paper ablation).
+        offset_block: the blocks of each offset branch: ``adaptive`` (official), ``basic`` (plain
+            3x3 conv blocks; paper ablation), ``deformable`` (free-form deformable conv, DCN), your
+            own :class:`~dekr.models.offset_blocks.OffsetBlock` by class path
+            (``mypkg.blocks.MyBlock``), or ``{class_path: <full class path>, init_args: {...}}`` for a
+            block's own options (``{class_path: dekr.models.offset_blocks.deformable.DeformableBlock,
+            init_args: {modulated: true}}``). See :mod:`dekr.models.offset_blocks`.
         disentangled: K separate branches (official) or one shared branch for all 2K offsets.
         dilation: dilation of the offset blocks' 3x3 kernels (official 1).
         heatmap_activation: ``none`` (official: the heads regress the Gaussian heatmaps directly) or
             ``sigmoid`` (SuperGradients' ``dekr_w32_no_dc`` outputs logits). Applied in ``forward``
             in train and eval mode alike, so the loss, validation and decoding all see heatmaps
             in [0, 1]; the logits stay available as ``net.heatmap_head(net.backbone(images))``.
-        adaptive_backend: ``grid_sample`` (pure PyTorch, exportable) or ``torchvision`` (deform_conv2d).
+        adaptive_backend: ``grid_sample`` (pure PyTorch, exportable) or ``torchvision`` (deform_conv2d);
+            passed to every offset block as ``backend`` (the adaptive block's conv uses it; the
+            deformable block always samples with torchvision).
         init: ``official`` (the official ``init_weights``, see :func:`init_official_`: every conv
-            N(0, 0.001) with zero bias, BN 1/0, zero offset predictors in the adaptive convs) or
-            ``pytorch`` (the framework defaults: timm's kaiming init in the backbone, PyTorch's
-            in the heads, random offset convs; for ablations). ImageNet weights, when
+            N(0, 0.001) with zero bias, BN 1/0, then each block's own part: zero offset predictors in
+            the adaptive and deformable blocks) or ``pytorch`` (the framework defaults: timm's
+            kaiming init in the backbone, PyTorch's in the heads, random offset convs in the
+            adaptive blocks -- the deformable block zeroes its own; for ablations). ImageNet weights, when
             configured, replace the backbone's init either way.
         pretrained_backbone: ``False`` (backbone from scratch); ``True`` (timm's ImageNet weights,
             from the Hugging Face cache or downloaded once); or a local ImageNet HRNet file in
@@ -56,7 +65,7 @@ class DEKRNetConfig:
     heatmap_channels: int = 32
     offset_channels_per_keypoint: int = 15
     offset_blocks: int = 2
-    offset_block: OffsetBlockType = "adaptive"
+    offset_block: OffsetBlockOption = "adaptive"
     disentangled: bool = True
     dilation: int = 1
     heatmap_activation: Literal["none", "sigmoid"] = "none"
@@ -129,17 +138,14 @@ def init_official_(net: nn.Module) -> None:
 
     * every ``nn.Conv2d``, backbone and heads: weight N(0, 0.001), bias 0;
     * every ``nn.BatchNorm2d``: weight 1, bias 0;
-    * each adaptive conv's ``transform_matrix_conv`` and ``translation_conv``: weight and bias 0.
-      (The official second loop tests ``hasattr(block, 'bias')`` on the block, which is False,
-      so it zeroes only their weights; the first loop has already zeroed their biases.)
+    * then every submodule with its own ``init_official_()`` (the offset blocks, see
+      :class:`~dekr.models.offset_blocks.OffsetBlock`) applies it, so that what a block sets (the
+      adaptive and deformable blocks' zero offset predictors; the official quirks are documented
+      at :meth:`dekr.models.offset_blocks.adaptive.AdaptiveBlock.init_official_`) is never
+      overwritten by the generic init.
 
-    The deformable weight of :class:`AdaptiveConv2d` is not an ``nn.Conv2d`` (officially a
-    ``torchvision.ops.DeformConv2d``) and keeps torchvision's kaiming-uniform init.
-
-    Note what the zero transform does: the predicted matrix M is 0 (not the identity), so the
-    offsets ``M @ G - G + t`` are ``-G`` and all 9 taps sample the centre pixel. A fresh adaptive
-    conv is therefore a 1x1 conv whose weight is the sum of its 3x3 kernel's taps, not a 3x3 conv;
-    the offsets learn from there (bilinear sampling has gradients with respect to them).
+    Parameters that are not an ``nn.Conv2d``'s (the deformable weights, officially a
+    ``torchvision.ops.DeformConv2d``) keep their own init.
     """
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
@@ -150,10 +156,9 @@ def init_official_(net: nn.Module) -> None:
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     for module in net.modules():
-        if isinstance(module, AdaptiveConv2d):
-            for conv in (module.transform_matrix_conv, module.translation_conv):
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+        own_init = getattr(module, "init_official_", None)
+        if module is not net and callable(own_init):
+            own_init()
 
 
 def check_input(images: Tensor) -> None:

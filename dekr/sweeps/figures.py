@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dekr.sweeps.campaign import Campaign
-from dekr.sweeps.spec import short_keys, short_value
+from dekr.sweeps.spec import named_values
 from dekr.sweeps.status import DONE, PointStatus, read_metrics
 
 
@@ -26,7 +26,7 @@ def _pyplot():
 
 def _label(campaign: Campaign, configuration: int) -> str:
     point = next(p for p in campaign.points if p.configuration == configuration)
-    return " ".join(f"{k}={short_value(v)}" for k, v in short_keys(point.parameters).items())
+    return " ".join(f"{k}={v}" for k, v in named_values(point.parameters).items())
 
 
 def metric_vs_gflops(campaign: Campaign, table: list[dict[str, Any]], path: Path) -> Path | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from dekr.file_publish import atomic_write_text
 from dekr.sweeps.campaign import Campaign
-from dekr.sweeps.spec import short_keys, short_value
+from dekr.sweeps.spec import named_values
 from dekr.sweeps.status import DONE, PointStatus, metric_values, read_metrics
 
 # (column, costs key, scale, digits): the cost columns of the table
@@ -32,7 +32,7 @@ def point_rows(campaign: Campaign, statuses: list[PointStatus]) -> list[dict[str
     for status in statuses:
         point = status.point
         row: dict[str, Any] = {"point": point.index, "configuration": point.configuration, "seed": point.seed,
-                               **{k: short_value(v) for k, v in short_keys(point.parameters).items()},
+                               **named_values(point.parameters),
                                "status": status.state}
         metrics = read_metrics(status.run_dir) if status.state == DONE and status.run_dir else None
         if metrics is not None:
@@ -68,7 +68,7 @@ def configuration_rows(campaign: Campaign, rows: list[dict[str, Any]]) -> list[d
         done = [r for r in members if r["status"] == DONE]
         point = campaign.points[members[0]["point"]]
         out: dict[str, Any] = {"configuration": configuration,
-                               **{k: short_value(v) for k, v in short_keys(point.parameters).items()},
+                               **named_values(point.parameters),
                                "seeds": f"{len(done)}/{len(members)}"}
         for column in columns:
             values = [r[column] for r in done if isinstance(r.get(column), (int, float))]

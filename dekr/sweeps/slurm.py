@@ -59,7 +59,7 @@ def submit(campaign: Campaign, runs: dict[int, Path], sbatch_args: list[str] = (
     points = [campaign.point(i) for i in sorted(runs)]
     campaign.log_folder().mkdir(parents=True, exist_ok=True)
     cmd = sbatch_command(campaign, points, sbatch_args)
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         message = " ".join(result.stderr.split()) or f"exit status {result.returncode}"
         raise SubmissionError(f"sbatch refused the job array: {message} (command: {shlex.join(cmd)})")
@@ -87,7 +87,7 @@ def queue_states(jobs: set[str]) -> dict[str, str] | None:
     if shutil.which("squeue") is None:
         return None
     result = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(sorted(jobs))],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0 and "Invalid job id" not in result.stderr:
         return None
     states = {}

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from dekr.config import resolve_config_path
+from dekr.loggers import format_value, short_keys
 
 SWEEP_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")
@@ -104,7 +105,7 @@ class Point:
 
     def label(self) -> str:
         """``offset_block=basic disentangled=false seed=1``: the point's swept values, short keys."""
-        values = [f"{key}={short_value(value)}" for key, value in short_keys(self.parameters).items()]
+        values = [f"{key}={value}" for key, value in named_values(self.parameters).items()]
         return " ".join(values + ([f"seed={self.seed}"] if self.seed is not None else []))
 
 
@@ -241,29 +242,7 @@ def cli_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def short_value(value: Any) -> str:
-    """A value for names and tables: class paths by their last component, floats to 4 significant digits."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict) and "class_path" in value:
-        value = value["class_path"]
-    text = cli_value(value)
-    if isinstance(value, str) and "." in text and " " not in text and not text.replace(".", "").isdigit():
-        return text.rsplit(".", 1)[1]
-    return text
-
-
-def short_keys(parameters: dict[str, Any]) -> dict[str, Any]:
-    """``{"model.net.offset_block": v}`` -> ``{"offset_block": v}``: each key's last dotted component,
-    longer where two keys would share it."""
-    names: dict[str, Any] = {}
-    for key, value in parameters.items():
-        parts = key.split(".")
-        depth = 1
-        while ".".join(parts[-depth:]) in names or any(
-                other != key and other.split(".")[-depth:] == parts[-depth:] for other in parameters):
-            depth += 1
-            if depth >= len(parts):
-                break
-        names[".".join(parts[-depth:])] = value
-    return names
+def named_values(parameters: dict[str, Any]) -> dict[str, str]:
+    """``{"model.net.offset_block": "basic"}`` -> ``{"offset_block": "basic"}``: the short keys and values
+    that name a point in W&B (:func:`dekr.loggers.run_identity`), its label and the results table."""
+    return dict(zip(short_keys(list(parameters)), (format_value(v) for v in parameters.values())))

@@ -7,7 +7,8 @@ import torch
 from dekr.models.backbone import HRNetBackbone
 from dekr.models.dekr import DEKRNet, DEKRNetConfig, pad_to_multiple
 from benchmarks.per_keypoint_loop import forward_per_keypoint
-from dekr.models.heads import AdaptiveBlock, BasicBlock
+from dekr.models.offset_blocks.adaptive import AdaptiveBlock
+from dekr.models.offset_blocks.basic import BasicBlock
 
 SMALL = dict(backbone="hrnet_w18_small", heatmap_channels=16, offset_channels_per_keypoint=4)
 

@@ -14,6 +14,7 @@ import yaml
 
 from tests.scripts.script_runner import REPO, clean_env, run_script
 from tests.scripts.train_helpers import TINY_ARGS
+from tests.scripts.wandb_reader import run_info
 
 
 def run_sweep(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True):
@@ -51,11 +52,28 @@ def check_collected(out: Path) -> None:
         assert (out / name).stat().st_size > 100, name
 
 
+def check_wandb_runs(out: Path) -> None:
+    """One offline W&B run per run folder, named and tagged by the point, grouped by the sweep, with the
+    best and the last val/AP in its summary."""
+    for point in range(4):
+        for run in sorted((out / f"point-{point:03d}").glob("run-*")):
+            [path] = run.glob("wandb/offline-run-*/run-*.wandb")
+            info = run_info(path)
+            block, seed = ("adaptive", "basic")[point // 2], point % 2
+            assert info["name"] == f"offset_block={block} seed={seed}" and info["group"] == "tiny"
+            assert info["tags"] == [f"offset_block={block}", f"seed={seed}"]
+            assert info["config"]["sweep"]["point"] == point and info["config"]["seed_everything"] == seed
+            assert info["config"]["model"]["net"]["offset_block"] == block
+            ap = json.loads((run / "metrics.json").read_text())["history"][-1]["val/AP"]
+            assert info["summary"]["val/AP"] == {"max": pytest.approx(ap), "last": pytest.approx(ap)}
+
+
 @pytest.mark.slow
 def test_local_campaign_resumes_only_what_failed(tmp_path: Path) -> None:
     sweep, out = tiny_sweep(tmp_path), tmp_path / "out"
+    env = clean_env(WANDB_MODE="offline")
     blocker = block_point(out, 3)
-    first = run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path, check=False)
+    first = run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path, env=env, check=False)
     assert first.returncode == 1 and "points [3] failed" in first.stderr
     status = run_sweep(["--out", str(out), "--status"], cwd=tmp_path).stdout
     assert "3 done  1 failed  (of 4 points)" in status
@@ -64,7 +82,7 @@ def test_local_campaign_resumes_only_what_failed(tmp_path: Path) -> None:
     done = {i: (out / f"point-{i:03d}" / "run-1" / "metrics.json").stat().st_mtime_ns for i in range(3)}
 
     blocker.unlink()
-    second = run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path)
+    second = run_sweep([str(sweep), "--local", "--out", str(out)], cwd=tmp_path, env=env)
     assert "point 3 (offset_block=basic seed=1)" in second.stdout
     assert not re.search(r"\] point [012] ", second.stdout)
     assert {i: (out / f"point-{i:03d}" / "run-1" / "metrics.json").stat().st_mtime_ns for i in range(3)} == done
@@ -73,12 +91,15 @@ def test_local_campaign_resumes_only_what_failed(tmp_path: Path) -> None:
 
     refused = run_sweep([str(sweep), "--local", "--out", str(out), "--points", "0"], cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "point 0 is done" in refused.stderr and "--force" in refused.stderr
-    run_sweep([str(sweep), "--local", "--out", str(out), "--points", "0", "--force"], cwd=tmp_path)
+    run_sweep([str(sweep), "--local", "--out", str(out), "--points", "0", "--force"], cwd=tmp_path, env=env)
     runs = sorted(p.name for p in (out / "point-000").iterdir() if p.is_dir())
     assert runs == ["run-1", "run-2"]
-    assert sorted(p.name for p in (out / "point-000" / "run-2" / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert "last.ckpt" in {p.name for p in (out / "point-000" / "run-2" / "checkpoints").iterdir()}
     assert not list(out.rglob("*-v1.ckpt"))
     assert json.loads((out / "point-000" / "run-2" / "metrics.json").read_text())["status"] == "finished"
+    check_wandb_runs(out)
+    provenance = json.loads((out / "point-003" / "run-1" / "provenance.json").read_text())
+    assert provenance["status"] == "finished" and provenance["command"][-2] == "--sweep"
 
     sweep.write_text(sweep.read_text().replace("seeds:\n- 0\n- 1", "seeds:\n- 0\n- 1\n- 2"))
     edited = run_sweep([str(sweep), "--status", "--out", str(out)], cwd=tmp_path, check=False)
@@ -148,4 +169,4 @@ def test_list_and_dry_run_freeze_nothing(tmp_path: Path) -> None:
     assert "--array=0-3" in dry and "scripts/slurm/sweep.sbatch" in dry and not out.exists()
 
 
-from tests.scripts.slurm_cluster import slurm_cluster  # noqa: E402,F401  (fixture)
+from tests.scripts.slurm_cluster import slurm_cluster  # noqa: F401  (fixture)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from dekr.sweeps.spec import SweepError, load_sweep, resolve_sweep, short_keys, short_value
+from dekr.loggers import run_identity
+from dekr.sweeps.spec import Point, SweepError, load_sweep, named_values, resolve_sweep
 from tests.sweeps.conftest import write_sweep
 
 
@@ -79,11 +79,10 @@ def test_slurm_resources_become_sbatch_options(tmp_path: Path) -> None:
     assert "--ntasks-per-node=2" in cpu and not any(o.startswith("--gpus") for o in cpu)
 
 
-def test_short_names() -> None:
-    assert short_keys({"model.net.offset_block": 1, "model.optim.lr": 2}) == {"offset_block": 1, "lr": 2}
-    assert list(short_keys({"model.optim.lr": 1, "head.optim.lr": 2})) == ["model.optim.lr", "head.optim.lr"]
-    assert list(short_keys({"a.net.lr": 1, "b.opt.lr": 2})) == ["net.lr", "opt.lr"]
-    assert short_value("my_blocks.wide.WideBlock") == "WideBlock"
-    assert short_value({"class_path": "x.y.Z", "init_args": {}}) == "Z"
-    assert short_value(0.00123456) == "0.001235" and short_value(True) == "true" and short_value([90, 120]) == "[90, 120]"
-    assert yaml.safe_load(short_value([90, 120])) == [90, 120]
+def test_points_are_named_as_their_wandb_runs() -> None:
+    assert named_values({"model.net.offset_block": "my_blocks.wide.WideBlock", "model.optim.lr": 0.00123456,
+                         "model.optim.milestones": [90, 120], "model.net.disentangled": True}) == {
+        "offset_block": "WideBlock", "lr": "0.001235", "milestones": "[90,120]", "disentangled": "true"}
+    assert list(named_values({"model.optim.lr": 1, "head.optim.lr": 2})) == ["model.optim.lr", "head.optim.lr"]
+    point = Point(3, 1, 1, {"model.net.offset_block": "basic", "model.net.disentangled": False})
+    assert point.label() == run_identity(None, "r", {"name": "s", "seed": 1, "parameters": point.parameters})["name"]

@@ -4,16 +4,23 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 
 from dekr.sweeps import Campaign
-from dekr.sweeps.status import (DONE, FAILED, NEVER_RUN, PENDING, RUNNING, campaign_status, format_status,
-                                point_status)
+from dekr.sweeps.status import (
+    DONE,
+    FAILED,
+    NEVER_RUN,
+    PENDING,
+    RUNNING,
+    campaign_status,
+    format_status,
+    point_status,
+)
 from tests.sweeps.conftest import finished_run
 
 
 def test_states_from_run_folders(campaign: Campaign) -> None:
-    p0, p1, p2, p3 = campaign.points
+    p0, p1, p2, _ = campaign.points
     finished_run(campaign.new_run(p0), [0.1, 0.4])
     run1 = finished_run(campaign.new_run(p1), [0.2], status="stopped")
     (run1 / "train.log").write_text("epoch 1\nTraceback ...\nKeyboardInterrupt\n")

@@ -35,10 +35,11 @@ from dekr.inference.predict import run_net
 from dekr.inference.preprocess import check_image, resize_image, resize_info, to_input_tensor
 from dekr.models.adaptive_conv import REGULAR_GRID, AdaptiveConv2d, affine_grid_offsets
 from dekr.models.dekr import OUTPUT_STRIDE
+from dekr.models.offset_blocks import OffsetBlock
 
 
 class NoAdaptiveConvError(ValueError):
-    """The network's offset head has no adaptive convolution (``offset_block: basic``)."""
+    """The network's offset head has no adaptive convolution (``offset_block`` basic, deformable, ...)."""
 
 
 @dataclass
@@ -89,8 +90,10 @@ def adaptive_convs(net: nn.Module) -> list[AdaptiveConv2d]:
                                   "(a PyTorch network, not an exported ONNX model)")
     convs = [m for m in head.modules() if isinstance(m, AdaptiveConv2d)]
     if not convs:
-        raise NoAdaptiveConvError("this network's offset head has no adaptive convolutions (offset_block: basic, "
-                                  "plain 3x3 convs): there are no learned sampling points to show")
+        blocks = sorted({type(m).__name__ for m in head.modules() if isinstance(m, OffsetBlock)})
+        raise NoAdaptiveConvError(f"this network's offset head has no adaptive convolutions (its offset blocks: "
+                                  f"{', '.join(blocks) or 'none'}; model.net.offset_block adaptive has them): "
+                                  "there are no affine sampling points to show")
     return convs
 
 

@@ -124,9 +124,10 @@ def test_points_are_where_the_convolution_reads(backend: str, dilation: int) -> 
             torch.testing.assert_close(read[0, :, y, x].reshape(groups, 2), points[p, :, tap], atol=1e-4, rtol=0)
 
 
-def test_a_basic_block_network_is_refused() -> None:
-    net = tiny_net(block="basic")
-    with pytest.raises(NoAdaptiveConvError, match="offset_block: basic"):
+@pytest.mark.parametrize("block,name", [("basic", "BasicBlock"), ("deformable", "DeformableBlock")])
+def test_a_network_without_adaptive_convs_is_refused(block: str, name: str) -> None:
+    net = tiny_net(block=block)
+    with pytest.raises(NoAdaptiveConvError, match=f"its offset blocks: {name}"):
         adaptive_convs(net)
     with pytest.raises(NoAdaptiveConvError, match="no adaptive convolutions"):
         image_offset_sampling(net, np.zeros((64, 64, 3), np.uint8), SPEC)

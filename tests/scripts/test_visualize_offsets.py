@@ -50,7 +50,7 @@ def test_writes_a_png_with_the_points_and_selects_keypoints(tmp_path, ckpt, caps
 
 def test_user_errors_are_one_line(tmp_path, ckpt, capsys):
     basic = small_checkpoint(tmp_path / "basic.ckpt", offset_block="basic")
-    cases = [(["--ckpt", str(basic), "--image", str(IMAGE)], "no adaptive convolutions (offset_block: basic"),
+    cases = [(["--ckpt", str(basic), "--image", str(IMAGE)], "no adaptive convolutions (its offset blocks: BasicBlock"),
              (["--ckpt", str(tmp_path / "none.ckpt"), "--image", str(IMAGE)], "does not exist"),
              (["--ckpt", str(ckpt), "--image", str(tmp_path / "none.jpg")], "not found"),
              (["--ckpt", str(ckpt), "--image", str(IMAGE), "--keypoints", "nose,tail"], "unknown keypoint(s) ['tail']")]

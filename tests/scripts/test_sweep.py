@@ -151,6 +151,26 @@ def test_slurm_campaign_submits_resubmits_and_collects(slurm_cluster, tmp_path: 
     check_collected(out)
 
 
+@pytest.mark.slow
+def test_slurm_point_trains_on_every_task_of_its_allocation(slurm_cluster, tmp_path: Path) -> None:  # noqa: F811
+    """A point of two processes (``tasks_per_node: 2``): one DDP training over both tasks of its job."""
+    env = {**clean_env(WANDB_MODE="disabled"), "SLURM_CONF": str(slurm_cluster.conf), "DEKR_REPO_DIR": str(REPO),
+           "DEKR_PYTHON": sys.executable}
+    sweep = tiny_sweep(tmp_path, seeds=[0], parameters={"model.net.offset_block": ["deformable"]},
+                       slurm={"gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1, "mem": "6000", "time": "20"})
+    out = tmp_path / "out"
+    submitted = run_sweep([str(sweep), "--slurm", "--out", str(out), "--", "--trainer.accelerator", "cpu"],
+                          cwd=tmp_path, env=env)
+    status = wait_for_campaign(out, env, tmp_path)
+    job = submitted.stdout.split("submitted job array ")[1].split(":")[0]
+    assert "1 done  (of 1 points)" in status, status + (out / "logs" / f"{job}_0.out").read_text()[-3000:]
+    provenance = json.loads((out / "point-000" / "run-1" / "provenance.json").read_text())
+    assert provenance["trainer"]["world_size"] == 2 and provenance["trainer"]["num_devices"] == 2
+    assert provenance["trainer"]["strategy"] == "DDPStrategy"
+    assert provenance["slurm"]["ntasks"] in ("2", 2)
+    assert json.loads((out / "point-000" / "run-1" / "metrics.json").read_text())["status"] == "finished"
+
+
 def test_missing_sbatch_is_one_line(tmp_path: Path) -> None:
     env = clean_env(WANDB_MODE="disabled", PATH=str(Path(sys.executable).parent))
     assert shutil.which("sbatch", path=env["PATH"]) is None

@@ -1,5 +1,5 @@
 """scripts/train.py: what a run records about itself. Its W&B run's name, group, tags, config and
-summary, read from the real offline run file, for a single run and for a sweep point (``--sweep``);
+summary, read from the real offline run file, for a single run (a sweep point's: tests/scripts/test_sweep.py);
 ``provenance.json`` without W&B, and its sessions after a resume."""
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from tests.scripts.train_helpers import REPO, TINY_ARGS, clean_env, run_train
 from tests.scripts.wandb_reader import history, run_info
 
 TINY = [*TINY_ARGS, "--pose_images.num_images", "0"]
-SWEEP = {"name": "adaptive_conv_ablation", "point": 3, "seed": 1,
-         "parameters": {"model.net.offset_block": "basic", "model.net.disentangled": False}}
 
 
 def head_commit() -> str:
@@ -52,24 +50,6 @@ def test_single_run_is_named_by_config_and_folder_with_whole_config_and_best_ap(
     assert len(aps) == 2
     assert run["metrics"]["val/AP"] == {"step_metric": "trainer/global_step", "summary": ["max", "last"]}
     assert run["summary"]["val/AP"] == {"max": pytest.approx(max(aps)), "last": pytest.approx(aps[-1])}
-
-
-@pytest.mark.slow
-def test_sweep_point_is_named_grouped_and_tagged_by_its_values(tmp_path: Path) -> None:
-    root = tmp_path / "campaign" / "point-003"
-    run_train([*TINY, "--trainer.max_epochs", "1", "--model.net.offset_block", "basic",
-               "--model.net.disentangled", "false", "--seed_everything", "1",
-               "--trainer.default_root_dir", str(root), "--sweep", json.dumps(SWEEP)],
-              cwd=tmp_path, env=clean_env(WANDB_MODE="offline"))
-    run, rows = offline_run(root)
-    assert run["name"] == "offset_block=basic disentangled=false seed=1"
-    assert run["group"] == "adaptive_conv_ablation"
-    assert run["tags"] == ["offset_block=basic", "disentangled=false", "seed=1"]
-    assert run["config"]["sweep"] == SWEEP == yaml.safe_load((root / "config.yaml").read_text())["sweep"]
-    assert run["config"]["seed_everything"] == 1
-    assert run["config"]["model"]["net"]["offset_block"] == "basic"
-    [ap] = [row["val/AP"] for row in rows if "val/AP" in row]
-    assert run["summary"]["val/AP"] == {"max": pytest.approx(ap), "last": pytest.approx(ap)}
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ Writes to ``--out`` (default ``docs/figures/``):
   the ``metrics.json`` of ``scripts/train.py`` (its ``history``) or a Lightning ``metrics.csv``;
 * ``ap10k_predictions.jpg`` (with ``--ap10k-ckpt``): a model of the AP-10K skeleton (README "Your own
   keypoints") on an AP-10K image (``tests/fixtures/ap10k``, 000000037516.jpg, MIT licence), its
-  predictions next to the ground truth, drawn with the spec's skeleton and sides.
+  predictions next to the ground truth, drawn with the spec's skeleton and sides;
+* ``offset_sampling.png`` (with ``--offsets-ckpt``): what a demo model's adaptive convolutions learned,
+  their sampling points at the person centre of a synthetic validation image (``visualize_offsets.py``).
 """
 
 from __future__ import annotations
@@ -299,6 +301,32 @@ def training_curve(metrics: Path, out: Path) -> Path:
     return save_png(out / "training_curve.png", figure, 1000)
 
 
+def offset_sampling(ckpt: Path, out: Path, keypoints: str = "nose,left_wrist,right_ankle", upscale: int = 3) -> Path:
+    """The sampling points of a demo model's adaptive convs (``scripts/visualize_offsets.py``) on the
+    first synthetic validation image, drawn at ``upscale`` times its size (the network sees the same
+    128-pixel input)."""
+    import tempfile
+
+    from dekr.config import load_section
+    from dekr.data.synthetic import SyntheticConfig, render_scene
+    from dekr.dataclass_config import as_config
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import visualize_offsets
+
+    data = load_section("demo.yaml", "data")
+    syn_cfg = as_config(SyntheticConfig, data.get("synthetic"), "demo.yaml: data.synthetic")
+    image = render_scene(syn_cfg.seed, "val", 0, syn_cfg)
+    image = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+    path = out / "offset_sampling.png"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "synthetic_val_0.png"
+        cv2.imwrite(str(source), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        visualize_offsets.main(["--ckpt", str(ckpt), "--image", str(source), "--keypoints", keypoints,
+                                "--max-people", "1", "--out", str(path)])
+    return path
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -311,9 +339,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--ap10k-ckpt", type=Path,
                         help="a model of the AP-10K skeleton: adds ap10k_predictions.jpg "
                              "(README 'Your own keypoints')")
-    parser.add_argument("--only", choices=["sample", "predictions", "curve", "ap10k"], nargs="+")
+    parser.add_argument("--offsets-ckpt", type=Path,
+                        help="a demo checkpoint with adaptive convs: adds offset_sampling.png")
+    parser.add_argument("--only", choices=["sample", "predictions", "curve", "ap10k", "offsets"], nargs="+")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["sample", "predictions", "curve", "ap10k"])
+    wanted = set(args.only or ["sample", "predictions", "curve", "ap10k", "offsets"])
     written = []
     if "sample" in wanted:
         written.append(sample_poses(args.out))
@@ -328,6 +358,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         written.append(training_curve(args.metrics, args.out))
     if "ap10k" in wanted and args.ap10k_ckpt:
         written.append(ap10k_predictions(args.ap10k_ckpt, args.out))
+    if "offsets" in wanted and args.offsets_ckpt:
+        written.append(offset_sampling(args.offsets_ckpt, args.out))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     return written

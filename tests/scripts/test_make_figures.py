@@ -25,3 +25,13 @@ def test_demo_predictions_grid(tmp_path):
     assert grid.shape[:2] == (28 + 2 * row + 8, width)
     top, bottom = grid[28:28 + row], grid[28 + row + 8:]
     assert top.shape == bottom.shape and (top != bottom).any()  # the poses drawn differ from the truth
+
+
+def test_offset_sampling_figure_is_the_synthetic_image_upscaled(tmp_path):
+    import make_figures
+
+    ckpt = small_checkpoint(tmp_path / "demo.ckpt")
+    [path] = make_figures.main(["--out", str(tmp_path / "figs"), "--offsets-ckpt", str(ckpt), "--only", "offsets"])
+    syn = as_config(SyntheticConfig, load_section("demo.yaml", "data")["synthetic"], "synthetic")
+    h, w = render_scene(syn.seed, "val", 0, syn).shape[:2]
+    assert path.name == "offset_sampling.png" and read_image_rgb(path).shape[:2] == (3 * h, 3 * w)

@@ -189,8 +189,9 @@ def run_here(campaign: Campaign, point: Point, run_dir: Path) -> int:
     with open(run_dir / "train.log", "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
-        process = subprocess.Popen(cmd, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1)
+        # unbuffered: the training's lines reach the console and the log as they are printed, not at exit
+        process = subprocess.Popen(cmd, env={**train_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert process.stdout is not None
         try:
             for line in process.stdout:

@@ -70,7 +70,7 @@ def test_a_basic_block_network_warns_and_logs_the_poses(tmp_path: Path, caplog: 
         validate(small_module("basic"), callback, logger, tmp_path)
     assert set(logger.images) == {"val/poses"} and len(logger.images["val/poses"]) == 2
     warnings = [r.getMessage() for r in caplog.records if "offset_sampling" in r.getMessage()]
-    assert len(warnings) == 1 and "offset_block: basic" in warnings[0]
+    assert len(warnings) == 1 and "its offset blocks: BasicBlock" in warnings[0]
 
 
 @pytest.mark.slow

@@ -79,8 +79,15 @@ def _fit(root: Path, max_epochs: int, ckpt_path: str | None = None, **kwargs) ->
 def test_a_fit_writes_its_costs_and_a_resumed_one_adds_its_time(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "run"
+    # Lightning stops its logger propagating when it is imported before any root handler exists
+    # (which depends on what other test modules imported first): let caplog see the summary anyway
+    lightning_log = logging.getLogger("lightning.pytorch")
+    propagate, lightning_log.propagate = lightning_log.propagate, True
     with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
-        trainer = _fit(root, 1, logger=CSVLogger(tmp_path, name="csv", version=0))
+        try:
+            trainer = _fit(root, 1, logger=CSVLogger(tmp_path, name="csv", version=0))
+        finally:
+            lightning_log.propagate = propagate
     assert trainer.lightning_module.example_input_array.shape == (1, 3, 64, 64)  # the data's input size
     first = json.loads((root / "metrics.json").read_text())["costs"]
     assert tuple(first) == COST_KEYS

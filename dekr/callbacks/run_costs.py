@@ -63,19 +63,34 @@ def forward_flops(module: nn.Module, input: Tensor) -> int:
     convolution on the ``grid_sample`` backend it counts the 3x3 convolutions that predict the
     affine matrix and translation, the product of the sampled columns with the kernel (a ``bmm``:
     the deformable convolution's multiply-adds, as a plain 3x3 convolution of the same widths) and
-    the affine grid offsets (an ``einsum``, tiny), but not the bilinear sampling itself. On the
-    ``torchvision`` backend ``torchvision::deform_conv2d`` is not counted at all (W32 at 512x512:
-    2.26 GFLOPs fewer).
+    the affine grid offsets (an ``einsum``, tiny), but not the bilinear sampling itself.
+    ``torchvision::deform_conv2d`` (the adaptive convolution's ``torchvision`` backend, the
+    ``deformable`` offset block) is counted as the convolution it computes (:func:`deform_conv2d_flops`),
+    its bilinear sampling not either, so every offset block is counted alike.
     """
     modes = {m: m.training for m in module.modules()}
     module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_custom_flops()) as counter:
             module.forward(input)
     finally:
         for m, training in modes.items():
             m.training = training
     return int(counter.get_total_flops())
+
+
+def deform_conv2d_flops(input_shape: Any, weight_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of ``torchvision::deform_conv2d``: those of the convolution of its weight (out, in/groups,
+    kh, kw) producing ``out_shape`` (N, out, H, W), 2 per multiply-add; the sampling is not counted."""
+    _, in_per_group, kh, kw = weight_shape
+    n, out_channels, h, w = out_shape
+    return 2 * n * out_channels * h * w * in_per_group * kh * kw
+
+
+def _custom_flops() -> dict[Any, Any]:
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+
+    return {torch.ops.torchvision.deform_conv2d: deform_conv2d_flops}
 
 
 class RunCosts(Callback):

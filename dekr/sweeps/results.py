@@ -77,13 +77,15 @@ def configuration_rows(campaign: Campaign, rows: list[dict[str, Any]]) -> list[d
     return table
 
 
-def _format(value: Any, digits: int, scale: float = 1.0, pm: str = " ± ") -> str:
+def _format(value: Any, digits: int, scale: float = 1.0, pm: str = " ± ", exact_zero: bool = False) -> str:
+    """``mean ± std``; the mean alone for one run, or (``exact_zero``) where the seeds agree exactly
+    (parameters and FLOPs do not depend on the seed)."""
     if value is None:
         return ""
     if isinstance(value, tuple):
         mean, std = value
         text = f"{mean * scale:.{digits}f}"
-        return text if std is None else f"{text}{pm}{std * scale:.{digits}f}"
+        return text if std is None or (exact_zero and std == 0) else f"{text}{pm}{std * scale:.{digits}f}"
     return str(value)
 
 
@@ -96,7 +98,7 @@ def _display(campaign: Campaign, table: list[dict[str, Any]], pm: str) -> tuple[
         header.append(cost[0] if cost else key)
         for cells, row in zip(body, table):
             if cost:
-                cells.append(_format(row[key], cost[3], cost[2], pm))
+                cells.append(_format(row[key], cost[3], cost[2], pm, exact_zero=True))
             elif key in (f"best {metric}", f"final {metric}"):
                 cells.append(_format(row[key], 4, 1.0, pm))
             else:

@@ -3,32 +3,19 @@ not a repository, ignored, no git), the packages, the command, the SLURM job."""
 from __future__ import annotations
 
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from dekr import provenance
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+from tests.git_repos import committed_repo, git
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository with one commit of ``code.py`` on branch ``main``."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "config", "user.name", "test")
-    (root / "code.py").write_text("x = 1\n")
-    (root / ".gitignore").write_text("runs/\n")
-    git(root, "add", "code.py", ".gitignore")
-    git(root, "commit", "-q", "-m", "first")
-    return root
+    return committed_repo(tmp_path / "repo", {"code.py": "x = 1\n", ".gitignore": "runs/\n"})
 
 
 def test_clean_repository(repo: Path) -> None:

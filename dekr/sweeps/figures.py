@@ -43,16 +43,8 @@ def metric_vs_gflops(campaign: Campaign, table: list[dict[str, Any]], path: Path
         (mean, std), (gflops, _) = row[column], row["gflops"]
         ax.errorbar([gflops], [mean], yerr=[std or 0.0], fmt="o", capsize=4, color=colours[i % len(colours)],
                     label=f"{_label(campaign, row['configuration'])} (n={row['seeds'].split('/')[0]})")
-    ax.set_xlabel("GFLOPs at the test input size")
-    ax.set_ylabel(f"best {campaign.spec.metric} (mean ± std over seeds)")
-    ax.set_title(campaign.spec.name)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "GFLOPs at the test input size",
+                 f"best {campaign.spec.metric} (mean ± std over seeds)", campaign.spec.name)
 
 
 def learning_curves(campaign: Campaign, statuses: list[PointStatus], path: Path) -> Path | None:
@@ -80,9 +72,14 @@ def learning_curves(campaign: Campaign, statuses: list[PointStatus], path: Path)
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{campaign.spec.name}: every point (line style: seed)")
+    return _save(plt, fig, ax, path, "epoch", metric, f"{campaign.spec.name}: every point (line style: seed)")
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend ``ax``, write ``fig`` to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

@@ -3,7 +3,6 @@ git repository: the first session, a resumed one, a new run in the same folder, 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,23 +11,12 @@ import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from dekr.callbacks import Provenance
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+from tests.git_repos import committed_repo, git
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "config", "user.name", "test")
-    (root / "model.py").write_text("width = 32\n")
-    git(root, "add", "model.py")
-    git(root, "commit", "-q", "-m", "first")
-    return root
+    return committed_repo(tmp_path / "repo", {"model.py": "width = 32\n"})
 
 
 class Model(BoringModel):

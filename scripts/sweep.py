@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SweepError("--point needs --out, the campaign folder")
             campaign = Campaign.load(args.out)
             point = campaign.point(args.point)
-            if campaign.sweep_file.exists() and campaign.sweep_file.read_bytes() and \
-                    campaign.sweep_digest and args.sweep is None:
+            if campaign.sweep_file.exists():  # edited since it was queued: the frozen point runs, said once
                 try:
                     campaign.check_sweep_file(campaign.sweep_file)
                 except SweepError as err:

@@ -171,6 +171,23 @@ def test_slurm_point_trains_on_every_task_of_its_allocation(slurm_cluster, tmp_p
     assert json.loads((out / "point-000" / "run-1" / "metrics.json").read_text())["status"] == "finished"
 
 
+def test_a_task_runs_its_frozen_point_after_the_sweep_file_is_edited(tmp_path: Path) -> None:
+    """What an array task does (``--point``), with ``--print_config`` as the frozen train.py argument: the
+    point resolves from campaign.json, not from the sweep file edited while it was queued."""
+    sweep, out = tiny_sweep(tmp_path), tmp_path / "out"
+    run_sweep([str(sweep), "--slurm", "--dry-run", "--out", str(out)], cwd=tmp_path)  # freezes nothing
+    from dekr.sweeps import Campaign
+    Campaign.open(out, sweep, ["--print_config"])  # what the first --slurm does
+    sweep.write_text(sweep.read_text().replace("- basic", "- deformable"))
+    task = run_sweep(["--out", str(out), "--point", "3"], cwd=tmp_path)
+    assert "has changed since the campaign" in task.stderr and "running the frozen point" in task.stderr
+    announced, printed = task.stdout.split("\n", 1)  # sweep.py's line, then train.py's resolved config
+    assert announced.startswith("[sweep tiny] point 3 (offset_block=basic seed=1)")
+    config = yaml.safe_load(printed)
+    assert config["model"]["net"]["offset_block"] == "basic" and config["seed_everything"] == 1
+    assert config["sweep"]["point"] == 3
+
+
 def test_missing_sbatch_is_one_line(tmp_path: Path) -> None:
     env = clean_env(WANDB_MODE="disabled", PATH=str(Path(sys.executable).parent))
     assert shutil.which("sbatch", path=env["PATH"]) is None

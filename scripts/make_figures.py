@@ -301,10 +301,11 @@ def training_curve(metrics: Path, out: Path) -> Path:
     return save_png(out / "training_curve.png", figure, 1000)
 
 
-def offset_sampling(ckpt: Path, out: Path, keypoints: str = "nose,left_wrist,right_ankle", upscale: int = 3) -> Path:
-    """The sampling points of a demo model's adaptive convs (``scripts/visualize_offsets.py``) on the
-    first synthetic validation image, drawn at ``upscale`` times its size (the network sees the same
-    128-pixel input)."""
+def offset_sampling(ckpt: Path, out: Path, keypoints: str = "nose,left_wrist,right_ankle", scene: int = 7,
+                    upscale: int = 4) -> Path:
+    """The sampling points of a demo model's adaptive convs (``scripts/visualize_offsets.py``) on
+    synthetic validation image ``scene`` (a whole person in view), drawn at ``upscale`` times its size
+    (the network sees the same 128-pixel input)."""
     import tempfile
 
     from dekr.config import load_section
@@ -316,11 +317,11 @@ def offset_sampling(ckpt: Path, out: Path, keypoints: str = "nose,left_wrist,rig
 
     data = load_section("demo.yaml", "data")
     syn_cfg = as_config(SyntheticConfig, data.get("synthetic"), "demo.yaml: data.synthetic")
-    image = render_scene(syn_cfg.seed, "val", 0, syn_cfg)
+    image = render_scene(syn_cfg.seed, "val", scene, syn_cfg)
     image = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
     path = out / "offset_sampling.png"
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "synthetic_val_0.png"
+        source = Path(tmp) / f"synthetic_val_{scene}.png"
         cv2.imwrite(str(source), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         visualize_offsets.main(["--ckpt", str(ckpt), "--image", str(source), "--keypoints", keypoints,
                                 "--max-people", "1", "--out", str(path)])

@@ -33,5 +33,5 @@ def test_offset_sampling_figure_is_the_synthetic_image_upscaled(tmp_path):
     ckpt = small_checkpoint(tmp_path / "demo.ckpt")
     [path] = make_figures.main(["--out", str(tmp_path / "figs"), "--offsets-ckpt", str(ckpt), "--only", "offsets"])
     syn = as_config(SyntheticConfig, load_section("demo.yaml", "data")["synthetic"], "synthetic")
-    h, w = render_scene(syn.seed, "val", 0, syn).shape[:2]
-    assert path.name == "offset_sampling.png" and read_image_rgb(path).shape[:2] == (3 * h, 3 * w)
+    h, w = render_scene(syn.seed, "val", 7, syn).shape[:2]
+    assert path.name == "offset_sampling.png" and read_image_rgb(path).shape[:2] == (4 * h, 4 * w)

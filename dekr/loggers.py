@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from dekr.run_names import format_value, short_keys
+
 log = logging.getLogger(__name__)
 
 
@@ -159,7 +161,6 @@ class WandbLogger(_LightningWandbLogger):
 # Arguments of scripts/train.py that set the W&B identity themselves (they win over the automatic one).
 _IDENTITY_ARGUMENT = re.compile(r"^--trainer\.logger(?:\.init_args)?\.(name|group|tags)\+?(?:=|$)")
 _IDENTITY_VARIABLES = {"name": "WANDB_NAME", "group": "WANDB_RUN_GROUP", "tags": "WANDB_TAGS"}
-_CLASS_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Z]\w*)$")
 
 
 def explicit_identity(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> set[str]:
@@ -173,32 +174,6 @@ def explicit_identity(argv: Sequence[str], environ: Mapping[str, str] | None = N
         if match:
             found.add(match.group(1))
     return found
-
-
-def short_keys(keys: Sequence[str]) -> list[str]:
-    """Each dotted key by its last component, or by as many last components as tell it from the
-    others (``model.net.offset_block`` -> ``offset_block``; ``a.lr`` and ``b.lr`` stay ``a.lr``, ``b.lr``)."""
-    parts = [key.split(".") for key in keys]
-    out = []
-    for i, key in enumerate(parts):
-        n = 1
-        while n < len(key) and any(other[-n:] == key[-n:] for j, other in enumerate(parts) if j != i):
-            n += 1
-        out.append(".".join(key[-n:]))
-    return out
-
-
-def format_value(value: Any) -> str:
-    """A config value in a run name or tag: strings as they are, a class path (or a ``class_path``
-    mapping) by its class name, other values as JSON (``false``, ``0.001``, ``[15,8]``)."""
-    if isinstance(value, Mapping) and "class_path" in value:
-        value = value["class_path"]
-    if isinstance(value, str):
-        match = _CLASS_PATH.match(value)
-        return match.group(1) if match else value
-    if isinstance(value, float):
-        return f"{value:.4g}"  # a sampled learning rate, not 17 digits of it
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def run_identity(config_name: str | None, run_folder: str | os.PathLike,

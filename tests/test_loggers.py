@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dekr.loggers import (WandbLogger, describe_wandb_runs, explicit_identity, format_value, run_identity,
-                          short_keys)
+from dekr.loggers import WandbLogger, describe_wandb_runs, explicit_identity, run_identity
+from dekr.run_names import format_value, short_keys
 from tests.scripts.wandb_reader import run_info, wait_until_complete
 
 SWEEP = {"name": "adaptive_conv_ablation", "point": 3, "seed": 1,

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from dekr.config import resolve_config_path
-from dekr.loggers import format_value, short_keys
+from dekr.run_names import format_value, short_keys
 
 SWEEP_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")

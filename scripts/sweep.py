@@ -32,7 +32,16 @@ from dekr.sweeps.figures import learning_curves, metric_vs_gflops
 from dekr.sweeps.results import configuration_rows, markdown_table, point_rows, write_results
 from dekr.sweeps.slurm import sbatch_command, submit
 from dekr.sweeps.spec import load_sweep, resolve_sweep
-from dekr.sweeps.status import DONE, FAILED, NEVER_RUN, PENDING, RUNNING, campaign_status, format_status
+from dekr.sweeps.status import (
+    DONE,
+    FAILED,
+    NEVER_RUN,
+    PENDING,
+    RUNNING,
+    PointStatus,
+    campaign_status,
+    format_status,
+)
 
 RESUBMIT = {"missing": {NEVER_RUN}, "failed": {FAILED}, "unfinished": {NEVER_RUN, FAILED}}
 
@@ -84,10 +93,9 @@ def open_campaign(args: argparse.Namespace, extra: list[str]) -> Campaign:
     return Campaign.open(out, sweep_file, extra)
 
 
-def select(campaign: Campaign, args: argparse.Namespace, default: str) -> dict[int, Path | None]:
+def select(campaign: Campaign, statuses: list[PointStatus], args: argparse.Namespace, default: str) -> dict[int, Path | None]:
     """Point index -> the run folder to train it in (an existing one: resume it, or its empty folder;
     None: a fresh one), as the options ask."""
-    statuses = campaign_status(campaign)
     wanted = set(parse_indices(args.points)) if args.points else None
     for index in wanted or ():
         campaign.point(index)  # out of range: a clear error
@@ -156,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.collect:
             return collect(campaign)
-        chosen = select(campaign, args, "missing" if args.slurm else "unfinished")
+        statuses = campaign_status(campaign)
+        chosen = select(campaign, statuses, args, "missing" if args.slurm else "unfinished")
         if not chosen:
-            print(f"nothing to run: {format_status(campaign_status(campaign), with_logs=False).splitlines()[-1]}; "
+            print(f"nothing to run: {format_status(statuses, with_logs=False).splitlines()[-1]}; "
                   "--resubmit failed / --force --points N select more")
             return 0
         if args.slurm:

@@ -12,7 +12,7 @@ from typing import Any
 
 from dekr.sweeps.campaign import Campaign
 from dekr.sweeps.spec import named_values
-from dekr.sweeps.status import DONE, PointStatus, read_metrics
+from dekr.sweeps.status import DONE, PointStatus
 
 
 def _pyplot():
@@ -57,8 +57,7 @@ def learning_curves(campaign: Campaign, statuses: list[PointStatus], path: Path)
     labelled: set[int] = set()
     drawn = 0
     for status in statuses:
-        metrics = read_metrics(status.run_dir) if status.run_dir else None
-        rows = [r for r in (metrics or {}).get("history", []) if metric in r]
+        rows = [r for r in (status.metrics or {}).get("history", []) if metric in r]
         if not rows:
             continue
         point = status.point

@@ -16,7 +16,7 @@ from typing import Any
 from dekr.file_publish import atomic_write_text
 from dekr.sweeps.campaign import Campaign
 from dekr.sweeps.spec import named_values
-from dekr.sweeps.status import DONE, PointStatus, metric_values, read_metrics
+from dekr.sweeps.status import DONE, PointStatus, metric_values
 
 # (column, costs key, scale, digits): the cost columns of the table
 COSTS = (("params (M)", "parameters", 1e-6, 3), ("GFLOPs", "gflops", 1.0, 2),
@@ -34,7 +34,7 @@ def point_rows(campaign: Campaign, statuses: list[PointStatus]) -> list[dict[str
         row: dict[str, Any] = {"point": point.index, "configuration": point.configuration, "seed": point.seed,
                                **named_values(point.parameters),
                                "status": status.state}
-        metrics = read_metrics(status.run_dir) if status.state == DONE and status.run_dir else None
+        metrics = status.metrics if status.state == DONE else None
         if metrics is not None:
             values = metric_values(metrics, metric)
             row[f"best {metric}"] = max(values) if campaign.spec.mode == "max" else min(values)

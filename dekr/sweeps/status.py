@@ -20,13 +20,15 @@ LOG_TAIL_LINES = 15
 
 @dataclass(frozen=True)
 class PointStatus:
-    """A point's state, its latest run folder, a reason (failed, pending) and the end of its log (failed)."""
+    """A point's state, its latest run folder, a reason (failed, pending), the end of its log (failed)
+    and the run's ``metrics.json`` as read for the state (None without one)."""
 
     point: Point
     state: str
     run_dir: Path | None = None
     reason: str = ""
     log_tail: str = ""
+    metrics: dict[str, Any] | None = None
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -59,30 +61,31 @@ def point_status(campaign: Campaign, point: Point, run_dir: Path | None,
     log = Path(submitted["log"]) if submitted else run_dir / "train.log"
     if metrics is not None and metrics.get("status") == "finished":
         if metric_values(metrics, campaign.spec.metric):
-            return PointStatus(point, DONE, run_dir)
+            return PointStatus(point, DONE, run_dir, metrics=metrics)
         return PointStatus(point, FAILED, run_dir, f"finished without a {campaign.spec.metric}: no validation ran "
-                           "(trainer.check_val_every_n_epoch larger than the epochs?)", _tail(log))
+                           "(trainer.check_val_every_n_epoch larger than the epochs?)", _tail(log), metrics=metrics)
     if run_folder_holder(run_dir) is not None:
-        return PointStatus(point, RUNNING, run_dir)
+        return PointStatus(point, RUNNING, run_dir, metrics=metrics)
     if submitted is not None:
+        job = f"job {submitted['job']}_{submitted['task']}"
         state = (queue or {}).get(f"{submitted['job']}_{submitted['task']}")
         if queue is None:
-            return PointStatus(point, PENDING, run_dir, f"job {submitted['job']}_{submitted['task']} submitted; "
-                               "squeue is not available to say more")
+            return PointStatus(point, PENDING, run_dir, f"{job} submitted; squeue is not available to say more",
+                               metrics=metrics)
         if state in QUEUED:
-            return PointStatus(point, PENDING, run_dir, f"job {submitted['job']}_{submitted['task']} {state.lower()}")
+            return PointStatus(point, PENDING, run_dir, f"{job} {state.lower()}", metrics=metrics)
         if state is not None:
-            return PointStatus(point, RUNNING, run_dir, f"job {submitted['job']}_{submitted['task']} {state.lower()}")
+            return PointStatus(point, RUNNING, run_dir, f"{job} {state.lower()}", metrics=metrics)
     if metrics is not None:
         reason = {"stopped": "stopped by a signal (resubmitting resumes it from last.ckpt)",
                   "failed": "the training raised an error"}.get(metrics.get("status"), f"status {metrics.get('status')}")
-        return PointStatus(point, FAILED, run_dir, reason, _tail(log))
+        return PointStatus(point, FAILED, run_dir, reason, _tail(log), metrics=metrics)
     if log.exists():
-        return PointStatus(point, FAILED, run_dir, "exited before training ended", _tail(log))
+        return PointStatus(point, FAILED, run_dir, "exited before training ended", _tail(log), metrics=metrics)
     if submitted is not None:
         return PointStatus(point, FAILED, run_dir, f"job {submitted['job']}_{submitted['task']} left the queue "
-                           f"without a log ({log})")
-    return PointStatus(point, NEVER_RUN, run_dir)
+                           f"without a log ({log})", metrics=metrics)
+    return PointStatus(point, NEVER_RUN, run_dir, metrics=metrics)
 
 
 def _tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:

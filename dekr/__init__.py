@@ -14,7 +14,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dekr.cpu_threads import prefer_passive_waiting as _prefer_passive_waiting
+
 __version__ = "0.1.0"
+
+# OpenMP's passive waiting (dekr.cpu_threads), set here because libgomp reads it once, when torch loads,
+# and dekr loads torch lazily after this: only a default, never over the user's OMP_* variables.
+_prefer_passive_waiting()
 
 # attribute -> module defining it; imported on first use, so that `import dekr` stays cheap.
 _LAZY = {

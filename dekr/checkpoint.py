@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,16 +166,35 @@ def save_module_checkpoint(module: L.LightningModule, path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- loading
+#: The kinds of file :func:`load_checkpoint` reads, for the messages about the others.
+KNOWN_FORMATS = "ours .ckpt, official / MMPose / SuperGradients .pth, an exported .onnx or a model-zoo name"
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``): a zip holding ``constants.pkl``
+    beside its code, the mark ``torch.load`` itself goes by."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def read_torch_file(path: str | Path) -> Any:
-    """``torch.load`` (tensors only, on the CPU) with errors that name the file."""
+    """``torch.load`` (tensors only, on the CPU) with errors that name the file and what it is."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist")
+    if is_torchscript_archive(path):  # torch.load would hand it to the deprecated torch.jit.load
+        raise ModelLoadError(f"{path} is a TorchScript model (torch.jit), which dekr does not load: give the "
+                             f"checkpoint it was made from, or an ONNX export of it (scripts/export.py); "
+                             f"dekr loads {KNOWN_FORMATS}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle, not a torch file: all "unreadable"
-        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): "
-                             f"{type(err).__name__}: {str(err)[:300]}") from err
+        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint (truncated, or not a "
+                             f"checkpoint?); dekr loads {KNOWN_FORMATS}. {type(err).__name__}: "
+                             f"{str(err)[:300]}") from err
 
 
 def _is_ours(raw: Any) -> bool:
@@ -225,8 +245,8 @@ def convert_checkpoint(raw: Any, where: str = "<checkpoint>") -> tuple[Converted
         if converted is not None:
             return converted, None
     keys = list(raw)[:5] if isinstance(raw, Mapping) else type(raw).__name__
-    raise ModelLoadError(f"{where}: not a DEKR checkpoint of a known format (ours .ckpt, official, MMPose or "
-                         f"SuperGradients .pth, .onnx); it starts with {keys}")
+    raise ModelLoadError(f"{where}: not a DEKR checkpoint of a known format ({KNOWN_FORMATS}); "
+                         f"it starts with {keys}")
 
 
 def _resolve_spec(recorded: RecordedSpec, num_keypoints: int, wanted: str | KeypointSpec | None,

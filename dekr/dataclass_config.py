@@ -4,6 +4,7 @@ mistyped option fails loudly, naming the option and where it came from, instead 
 or failing later with an unrelated message."""
 from __future__ import annotations
 
+import difflib
 import functools
 import numbers
 import os
@@ -26,6 +27,23 @@ class ConfigError(ValueError):
     dataclass refuses; the message names the option and where the dict came from."""
 
 
+def closest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The names of ``known`` closest to a misspelt ``name``, closest first: difflib's close matches
+    (ratio >= 0.6) within 0.1 of the best one, so ``max_epoch`` gets ``max_epochs`` alone, not also
+    ``min_epochs``, while two equally likely names both show."""
+    matches = difflib.get_close_matches(name, list(known), n=n)
+    ratios = [difflib.SequenceMatcher(None, name, m).ratio() for m in matches]
+    return [m for m, r in zip(matches, ratios) if r >= ratios[0] - 0.1]
+
+
+def did_you_mean(names: Iterable[str], known: Iterable[str], quote: str = "'") -> str:
+    """``"did you mean 'lr'?"`` (or ``'lr' or 'gamma'``) for the closest of ``known`` to each of
+    ``names``; ``""`` when none is close."""
+    known = list(known)
+    matches = list(dict.fromkeys(m for name in names for m in closest_names(name, known)))
+    return f"did you mean {' or '.join(f'{quote}{m}{quote}' for m in matches)}?" if matches else ""
+
+
 def dataclass_from_dict(cls: type[ConfigT], data: Mapping[str, Any] | None, what: str, *,
                         source: str | None = None, base: ConfigT | None = None) -> ConfigT:
     """``cls(**data)``, over the fields of ``base`` (default: the class defaults).
@@ -37,17 +55,19 @@ def dataclass_from_dict(cls: type[ConfigT], data: Mapping[str, Any] | None, what
         base: an instance whose fields are kept where ``data`` sets none.
 
     Raises:
-        ConfigError: ``[<source>: ]unknown <what> option(s) [...]; known: [...]`` for a key that is not a
-            field; ``<what> option 'key' must be <type>, got <value>`` for a value that does not fit the
-            field's annotation (ints pass for floats, lists for tuples); the dataclass's own checks
-            (``__post_init__``) with the same prefix.
+        ConfigError: ``[<source>: ]unknown <what> option(s) [...]; known: [...][; did you mean ...?]``
+            for a key that is not a field; ``<what> option 'key' must be <type>, got <value>`` for a
+            value that does not fit the field's annotation (ints pass for floats, lists for tuples);
+            the dataclass's own checks (``__post_init__``) with the same prefix.
     """
     data = dict(data or {})
     where = f"{source}: " if source else ""
     known = [f.name for f in fields(cls) if f.init]  # type: ignore[arg-type]
     unknown = set(data) - set(known)
     if unknown:
-        raise ConfigError(f"{where}unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}")
+        hint = did_you_mean(sorted(unknown), known)
+        raise ConfigError(f"{where}unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}"
+                          + (f"; {hint}" if hint else ""))
     hints = _field_types(cls)
     for key, value in data.items():
         if key in hints and not _fits(value, hints[key]):

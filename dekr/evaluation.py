@@ -65,7 +65,8 @@ class Evaluation:
     """What :func:`evaluate` measured.
 
     Attributes:
-        stats: OKS-AP figures without the split prefix (``AP``, ``AP50``, ..., CrowdPose ``AP_easy``...).
+        stats: OKS-AP figures without the split prefix (``AP``, ``AP50``, ..., CrowdPose ``AP_easy``...),
+            fractions (AP 0.680 is the paper's 68.0), -1 where COCOeval cannot define one.
         results: COCO-format keypoint results (every rank's, de-duplicated).
         decode: the decoding options used.
         is_global_zero: False on the other ranks of a distributed run (their ``results`` are complete too).

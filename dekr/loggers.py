@@ -85,6 +85,10 @@ class WandbLogger(_LightningWandbLogger):
             log.info("W&B: no API key or no network: logging offline (upload later with `wandb sync`)")
         super().__init__(project=project, entity=entity, name=name, tags=tags, group=group, mode=self.mode,
                          save_dir=save_dir, log_model=log_model, **kwargs)
+        # Lightning always hands wandb.init an `anonymous` setting (None unless asked for), and W&B
+        # warns that the setting has no effect whenever it is given at all: give it only when asked.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
         self._summaries: dict[str, str] = {}  # metric -> "max" / "min"
         self._whole_config = False  # log_run_config was given the run's whole config
 

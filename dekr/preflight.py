@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from dekr.data.datamodule import DEKRDataModule
-from dekr.models.backbone import PretrainedBackboneError, ensure_pretrained_backbone
+from dekr.models.backbone import PUBLISHED_VARIANTS, PretrainedBackboneError, ensure_pretrained_backbone
+from dekr.run_lock import HOLDER_NAME, LOCK_NAME, run_folder_holder
 from dekr.zoo import ZOO
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,69 @@ def check_run_folder(path: str | os.PathLike) -> list[str]:
     return []
 
 
+def earlier_run(folder: str | os.PathLike) -> list[str]:
+    """What an earlier run left in ``folder``: its entries, sorted, but the run lock's own files (the
+    operating-system lock file stays after every run); [] when the folder is absent or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [folder.name] if folder.exists() else []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                  if p.name not in (LOCK_NAME, HOLDER_NAME))
+
+
+def one_of_many_processes(num_nodes: int = 1) -> bool:
+    """Whether this process is one of several started for one run by a launcher outside it: a DDP worker
+    (Lightning's subprocess launcher, torchrun: ``LOCAL_RANK``, ``RANK``), one of several SLURM tasks, a
+    node of a multi-node run. Such processes cannot agree on a new run folder, and a worker finds the
+    folder its launcher has begun to write: they take the folder as configured."""
+    env = os.environ
+    return (any(key in env for key in ("RANK", "LOCAL_RANK", "NODE_RANK")) or int(num_nodes) > 1
+            or int(env.get("SLURM_NTASKS", "1") or 1) > 1)
+
+
+def continues_a_run(config: Mapping[str, Any], folder: str | os.PathLike) -> bool:
+    """Whether the run continues one in ``folder`` rather than starting one: ``--ckpt_path`` given (``last``,
+    also with ``--resume_if_present`` and nothing to resume), or a SLURM requeue checkpoint
+    (``hpc_ckpt_*.ckpt``) that Lightning resumes by itself under SLURM."""
+    if config.get("ckpt_path") is not None:
+        return True
+    return any(Path(folder).glob("hpc_ckpt_*.ckpt")) and SLURMEnvironment.detect()  # (Lightning's own test)
+
+
+def run_folder_for(folder: str | os.PathLike, config: Mapping[str, Any], named: bool) -> Path:
+    """The folder a training goes into: ``folder``, or, for a new run into a ``folder`` that holds an
+    earlier one (:func:`earlier_run`), the first of ``folder-2``, ``folder-3``, ... that holds none, unless
+    the command line ``named`` the folder (:func:`check_new_run_folder` then refuses), the run continues one
+    (:func:`continues_a_run`) or this process is one of several (:func:`one_of_many_processes`)."""
+    folder = Path(folder)
+    trainer = config.get("trainer") or {}
+    if named or continues_a_run(config, folder) or one_of_many_processes(trainer.get("num_nodes") or 1):
+        return folder
+    candidate, number = folder, 1
+    # a folder a running training holds may have no file yet: it is taken as well
+    while earlier_run(candidate) or run_folder_holder(candidate) is not None:
+        number += 1
+        candidate = folder.with_name(f"{folder.name}-{number}")
+    return candidate
+
+
+def check_new_run_folder(folder: str | os.PathLike, config: Mapping[str, Any]) -> list[str]:
+    """A new run does not go into a folder that holds an earlier one (their checkpoints, ``metrics.json``
+    and ``config.yaml`` would mix); a folder another training holds now is left to the run lock, whose
+    refusal names the holder."""
+    trainer = config.get("trainer") or {}
+    if continues_a_run(config, folder) or one_of_many_processes(trainer.get("num_nodes") or 1) \
+            or run_folder_holder(folder) is not None:
+        return []
+    found = earlier_run(folder)
+    if not found:
+        return []
+    listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+    return [f"run folder {folder} (--trainer.default_root_dir) holds an earlier run ({listed}): resume it "
+            "with --ckpt_path last, or name a new folder (without the option, a new run goes to a fresh "
+            "numbered folder beside the configured one)"]
+
+
 def last_checkpoint(run_folder: str | os.PathLike) -> Path | None:
     """The newest ``last*.ckpt`` of a run folder (what ``--ckpt_path last`` resumes), None if there is none."""
     found = sorted(Path(run_folder, "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -202,10 +267,10 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
     """Every check of a training run that needs no dataset parsing; raises :class:`PreflightError`.
 
     ``config`` is the run config as a plain dict (``model``, ``data``, ``trainer``, ``ckpt_path``:
-    the LightningCLI layout of ``scripts/train.py``). Logs the planned batch split, the data mode
-    and the backbone weights. The ImageNet backbone weights are fetched (into timm's cache, when
-    the network allows) only when everything else is in order, so that a missing dataset is
-    reported within seconds.
+    the LightningCLI layout of ``scripts/train.py``); ``run_folder`` the folder the run goes into
+    (:func:`run_folder_for`). Logs the data mode and the backbone weights. The ImageNet backbone
+    weights are fetched (into timm's cache, when the network allows) only when everything else is in
+    order, so that a missing dataset is reported within seconds.
     """
     trainer = config.get("trainer") or {}
     plan = plan_devices(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"),
@@ -218,16 +283,13 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
         problems.append(f"data: {err}")
     if datamodule is not None:
         problems += datamodule.missing_files(("train", "val"))
-        try:
-            split = datamodule.batch_split(plan.world_size, int(trainer.get("accumulate_grad_batches") or 1))
+        try:  # (the datamodule logs the split when the fit sets it up)
+            datamodule.batch_split(plan.world_size, int(trainer.get("accumulate_grad_batches") or 1))
         except ValueError as err:
             problems.append(str(err))
-        else:
-            _say("%s, on %d %s device(s) x %d node(s)", split.describe(), plan.devices, plan.accelerator,
-                 plan.num_nodes)
         _say("data: %s", "official_quirks on: the official data, targets and flip" if datamodule.official_quirks
              else "official_quirks off: our documented fixes (README, 'Where we differ from the official code')")
-    problems += check_run_folder(run_folder)
+    problems += check_run_folder(run_folder) or check_new_run_folder(run_folder, config)
     model = config.get("model") or {}
     net = model.get("net") or {}
     init_from = model.get("init_from")
@@ -254,13 +316,18 @@ def check_training_run(config: Mapping[str, Any], run_folder: str | os.PathLike)
             _say("backbone: %s", ensure_pretrained_backbone(backbone, pretrained, download=not problems))
         except PretrainedBackboneError as err:
             problems.append(str(err))
-    elif rank_zero_only.rank == 0:
+    elif rank_zero_only.rank == 0 and backbone in PUBLISHED_VARIANTS:
+        # A paper backbone without its ImageNet weights departs from every published recipe.
         log.warning("backbone: %s from scratch (model.net.pretrained_backbone is false); every published DEKR "
                     "number starts from the ImageNet HRNet", backbone)
+    else:
+        # A smaller variant from scratch is a quick-experiment recipe (the demo's): no published number to miss.
+        _say("backbone: %s from scratch (model.net.pretrained_backbone is false)", backbone)
     if problems:
         raise PreflightError(problems)
 
 
-__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_output_file", "check_resume_file",
-           "check_run_folder", "check_training_run", "datamodule_from_config", "last_checkpoint", "plan_devices",
-           "visible_gpus"]
+__all__ = ["DevicePlan", "PreflightError", "check_file_option", "check_new_run_folder", "check_output_file",
+           "check_resume_file", "check_run_folder", "check_training_run", "continues_a_run",
+           "datamodule_from_config", "earlier_run", "last_checkpoint", "one_of_many_processes",
+           "plan_devices", "run_folder_for", "visible_gpus"]

@@ -4,12 +4,13 @@
     trainer.fit(DEKRModule(...), datamodule=DEKRDataModule(...))
 
 The run folder ``root_dir`` then holds ``checkpoints/last.ckpt`` (refreshed every epoch) and
-``checkpoints/best-*.ckpt`` (by ``val/AP``), both written atomically, ``last.ckpt`` also when
-SIGTERM or Ctrl-C stops the run, ``metrics.json`` (the final,
-best and per-epoch figures), ``provenance.json`` (command, git commit, packages, machine, each session;
-the uncommitted diff in ``git.diff``) and the W&B run (``wandb/``; offline without an API key or network,
-``WANDB_MODE=disabled`` turns it off). The learning rate is logged once per epoch, and a SLURM
-requeue signal is acted on at the next safe point of the loop (:class:`RequeueAtSafePoint`).
+``checkpoints/best-*.ckpt`` (by ``val/AP``, also named ``checkpoints/best.ckpt``), written atomically,
+``last.ckpt`` also when SIGTERM or Ctrl-C stops the run, ``metrics.json`` (the final, best and per-epoch
+figures), ``curve.png`` (the learning curve), ``provenance.json`` (command, git commit, packages, machine,
+each session; the uncommitted diff in ``git.diff``) and the W&B run (``wandb/``; offline without an API
+key or network, ``WANDB_MODE=disabled`` turns it off). The learning rate is logged once per epoch, and a SLURM
+requeue signal is acted on at the next safe point of the loop (:class:`RequeueAtSafePoint`). Each
+validation logs one INFO line and the fit's end a summary (:class:`ValidationReport`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from dekr.callbacks import (AtomicCheckpointIO, CheckpointOnStop, EpochHistory, ImagesPerSecond,
                             LastAndBestCheckpoint, PoseImageLogger, Provenance, RequeueAtSafePoint,
-                            RNGStateCheckpoint, RunCosts)
+                            RNGStateCheckpoint, RunCosts, ValidationReport)
 from dekr.loggers import WandbLogger
 
 # The checkpoint callback of a run: the best epoch by validation OKS-AP, and the last one.
@@ -44,7 +45,8 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
         root_dir: the run folder (``trainer.default_root_dir``).
         callbacks: callbacks of your own; a :class:`LastAndBestCheckpoint` (``CHECKPOINT_DEFAULTS``),
             :class:`PoseImageLogger`, :class:`ImagesPerSecond`, :class:`RunCosts` (``metrics.json``'s
-            ``costs``), :class:`EpochHistory` and
+            ``costs``), :class:`EpochHistory`, :class:`ValidationReport` (a log line per validation, the
+            end-of-run summary, ``curve.png``; after the history, whose records it reads) and
             :class:`RNGStateCheckpoint` (resumed runs draw what uninterrupted ones would) and
             :class:`CheckpointOnStop` (SIGTERM / Ctrl-C save ``last.ckpt`` before stopping) and
             :class:`Provenance` (``provenance.json``: command, git state, packages, machine) are added
@@ -62,8 +64,8 @@ def trainer_kwargs(root_dir: str | os.PathLike, callbacks: Iterable[Callback] | 
     callbacks = _as_list(callbacks)
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         callbacks.append(LastAndBestCheckpoint(**CHECKPOINT_DEFAULTS))
-    for kind in (PoseImageLogger, ImagesPerSecond, RunCosts, EpochHistory, RNGStateCheckpoint,
-                 CheckpointOnStop, Provenance):
+    for kind in (PoseImageLogger, ImagesPerSecond, RunCosts, EpochHistory, ValidationReport,
+                 RNGStateCheckpoint, CheckpointOnStop, Provenance):
         if not any(isinstance(c, kind) for c in callbacks):
             callbacks.append(kind())
     for callback in callbacks:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.checkpoint import ModelLoadError, save_module_checkpoint  # noqa: E402
 from dekr.config import load_section, resolve_config_path  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
 from dekr.models.dekr import DEKRNetConfig  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
 from dekr.preflight import check_output_file  # noqa: E402
@@ -31,6 +32,7 @@ ARCHITECTURE = ("backbone", "num_keypoints", "heatmap_channels", "offset_channel
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_library_noise()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="checkpoint file (e.g. pose_dekr_hrnetw32_coco.pth) or model-zoo name")
     parser.add_argument("--config", help="run config the checkpoint must match, e.g. w32_coco.yaml")

@@ -11,16 +11,24 @@ import time
 from pathlib import Path
 
 import cv2
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# dekr before torch: importing it sets OpenMP's passive waiting, which libgomp reads as torch loads.
+from dekr.cpu_threads import apply_thread_policy  # noqa: E402
+
+import torch  # noqa: E402
+
 from dekr.inference.preprocess import to_input_tensor  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
 from dekr.models.dekr import DEKRNet, DEKRNetConfig  # noqa: E402
+
+apply_thread_policy()  # torch's CPU threads: one per idle core (dekr.cpu_threads)
 
 
 def main() -> None:
+    silence_library_noise()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", type=Path, default=ROOT / "tests/fixtures/coco/000000000785.jpg")
     parser.add_argument("--backbone", default="hrnet_w32")

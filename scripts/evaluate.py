@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Evaluate a DEKR model: OKS-AP table in the paper's layout + COCO-format results json.
+"""Evaluate a DEKR model: OKS-AP table in the paper's layout (in %, said above it) + COCO-format results json.
 
-    python scripts/evaluate.py --config w32_coco.yaml --ckpt runs/w32_coco/checkpoints/last.ckpt
+    python scripts/evaluate.py --config w32_coco.yaml --ckpt runs/w32_coco/checkpoints/best.ckpt
     python scripts/evaluate.py --config w32_coco.yaml --ckpt pose_dekr_hrnetw32_coco.pth --scales 2 1 0.5
     python scripts/evaluate.py --config w32_crowdpose.yaml --ckpt pose_dekr_hrnetw32_crowdpose.pth \\
         --rescore final_rescore_crowd_pose_kpt.pth --split test --devices 4
@@ -24,12 +24,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.config import load_section
 from dekr.config_errors import USER_ERRORS, report_user_error
+from dekr.cpu_threads import apply_thread_policy
 from dekr.dataclass_config import parse_key_values
 from dekr.evaluation import Evaluation, EvaluationStopped, evaluate
 from dekr.inference.config import merge_decode_options
+from dekr.library_warnings import silence_library_noise
 from dekr.metrics.oks_ap import format_table
 from dekr.module import DEKRModule
 from dekr.preflight import check_output_file
+
+# Torch's CPU threads (dekr.cpu_threads): passive OpenMP waiting, set when dekr was imported above before
+# torch, and one thread per idle core.
+apply_thread_policy()
+
+
+#: The printed table's unit, said above it: the paper's layout (68.0), where every other output of the
+#: project (``main``'s return value, ``dekr.evaluate``, ``metrics.json``, the training log) has the fraction.
+TABLE_UNITS = ("OKS-AP and AR in % (the paper's table layout; dekr.evaluate, metrics.json and the training "
+               "log give fractions: 68.0 here is 0.680 there)")
 
 
 def run_evaluation(args: argparse.Namespace) -> Evaluation:
@@ -55,6 +67,7 @@ def run_evaluation(args: argparse.Namespace) -> Evaluation:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    silence_library_noise()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="run config (configs/NAME.yaml or a path)")
     parser.add_argument("--ckpt", help="checkpoint (ours .ckpt; official, MMPose or SuperGradients .pth) or zoo name")
@@ -105,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         cfg = result.decode
         print(f"\n{Path(args.config).stem} {args.split}: flip={cfg.flip_test} scales={list(cfg.scales)} "
               f"rescore={cfg.rescore or 'off'} input={cfg.input_size}")
+        print(TABLE_UNITS)
         print(format_table(result.stats, name))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result.results))

@@ -30,9 +30,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = {"decode": "DecodeConfig overrides", "smoothing": "One Euro options (min_cutoff, beta, d_cutoff, ...)",
+from dekr.cpu_threads import apply_thread_policy  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
+
+# Torch's CPU threads (dekr.cpu_threads): passive OpenMP waiting, set when dekr was imported above before
+# torch, and one thread per idle core.
+apply_thread_policy()
+
+SECTIONS = {"decode": "DecodeConfig overrides (pose_thr, input_size, flip_test, ...)",
+            "smoothing": "One Euro options (min_cutoff, beta, d_cutoff, ...)",
             "tracking": "tracking options (oks_threshold, max_age, ...)",
-            "draw": "drawing options (kpt_thr, pose_thr, color_by, ...)"}
+            "draw": "drawing options (kpt_thr, color_by, max_poses, ...)"}
 
 
 def load_sections(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -87,7 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for section, what in SECTIONS.items():
         p.add_argument(f"--{section}", nargs="*", help=f"{what} key=value (over --infer-config)")
     p.add_argument("--kpt-thr", type=float, help="keypoint score threshold for drawing")
-    p.add_argument("--pose-thr", type=float, help="pose score threshold (drawing and results)")
+    p.add_argument("--pose-thr", type=float, help="poses scoring under this are dropped from the results and "
+                   "drawings (decode.pose_thr: the default of dekr.load; 0 keeps every candidate)")
     p.add_argument("--color-by", choices=["limb", "person"], help="skeleton colors (default: limb; video: person)")
     p.add_argument("--no-draw", action="store_true", help="results json only")
     p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
@@ -104,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    silence_library_noise()
     from dekr.checkpoint import ModelLoadError
     from dekr.dataclass_config import dataclass_from_layers, parse_key_values
     from dekr.inference.config import merge_decode_options
@@ -117,8 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Precedence: checkpoint < --infer-config < option flags < --<section> key=value.
     files = load_sections(args)
-    flags = {"draw": {"kpt_thr": args.kpt_thr, "pose_thr": args.pose_thr, "color_by": args.color_by},
-             "decode": {"input_size": args.input_size, "flip_test": args.flip,
+    flags = {"draw": {"kpt_thr": args.kpt_thr, "color_by": args.color_by},
+             "decode": {"input_size": args.input_size, "flip_test": args.flip, "pose_thr": args.pose_thr,
                         "scales": args.scales and tuple(args.scales), "batch_size": args.batch_size}}
     try:
         layers = {s: [(f"{args.infer_config}: {s}", files[s]),
@@ -136,8 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tracking.enabled = tracking.enabled and not args.no_track
     smoothing.enabled = smoothing.enabled and tracking.enabled and not args.no_smooth
     streaming = source.kind in ("video", "camera") or args.sequence
-    results = (predictor.stream(source, tracking, smoothing, pose_thr=draw.pose_thr) if streaming
-               else predictor.predict_frames(source, draw.pose_thr))
+    # Poses under decode.pose_thr are dropped by the predictor, as in dekr.load(...)(image).
+    results = predictor.stream(source, tracking, smoothing) if streaming else predictor.predict_frames(source)
     out_dir = Path(args.out or Path("outputs") / "infer" / source.name)
     prepare_out(out_dir, args.overwrite)
     report = write_outputs(results, source, out_dir, predictor.spec, draw, progress=not args.quiet,

@@ -2,15 +2,18 @@
 """The README's figures, regenerated from the repository (OpenCV only, no plotting library).
 
     python scripts/make_figures.py                                   # sample poses (ground truth)
-    python scripts/make_figures.py --ckpt runs/demo/checkpoints/last.ckpt --metrics runs/demo/metrics.json
+    python scripts/make_figures.py --ckpt runs/demo/checkpoints/best.ckpt --metrics runs/demo/metrics.json
     python scripts/make_figures.py --metrics lightning_logs/version_0/metrics.csv --only curve
 
 Writes to ``--out`` (default ``docs/figures/``):
 
 * ``sample_poses.png``: a real COCO image (``tests/fixtures/coco_minicoco``, 000000444294.jpg,
-  CC BY 2.0) with its ground-truth poses drawn by :func:`dekr.visualize.draw_poses`;
+  CC BY 2.0) with its ground-truth poses (annotations, no model) drawn by :func:`dekr.visualize.draw_poses`;
 * ``demo_predictions.png`` (with ``--ckpt``): the model's predictions on synthetic validation
   images (the demo's data), next to the ground truth;
+* ``demo_crowd.png`` (with ``--ckpt``): what the demo model finds on the synthetic crowd image of
+  ``scripts/make_demo_media.py`` (``demo_media/people.jpg``, people it never saw), drawn as
+  ``scripts/infer.py`` draws it;
 * ``training_curve.png`` (with ``--metrics``): training loss and validation OKS-AP per epoch, from
   the ``metrics.json`` of ``scripts/train.py`` (its ``history``) or a Lightning ``metrics.csv``;
 * ``ap10k_predictions.jpg`` (with ``--ap10k-ckpt``): a model of the AP-10K skeleton (README "Your own
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dekr.data.spec import load_spec  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
 from dekr.visualize import draw_poses  # noqa: E402
 
 SAMPLE_IMAGE = ROOT / "tests/fixtures/coco_minicoco/images/train2017/000000444294.jpg"
@@ -85,7 +89,31 @@ def sample_poses(out: Path, max_width: int = 480) -> Path:
     drawn = draw_poses(
         image, kps, spec.skeleton, ids=np.arange(len(kps)), flip_pairs=spec.flip_pairs, min_score=0.5
     )
-    return save_png(out / "sample_poses.png", caption(drawn, f"ground truth; {SAMPLE_CREDIT}"), max_width)
+    return save_png(out / "sample_poses.png", caption(drawn, f"ground truth, no model; {SAMPLE_CREDIT}"),
+                    max_width)
+
+
+def crowd_predictions(ckpt: Path, out: Path) -> Path:
+    """``ckpt``'s poses on the synthetic crowd image of ``scripts/make_demo_media.py`` (its defaults:
+    ``demo_media/people.jpg``), found and drawn as ``scripts/infer.py`` does (``dekr.load``, the
+    default pose threshold and drawing options), under a title saying what it shows."""
+    from dekr.inference.outputs import DrawOptions
+    from dekr.inference.predictor import load
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_demo_media
+
+    image_scene, _ = make_demo_media.demo_scenes(make_demo_media.parse_args([]))
+    image, _ = image_scene.frame(0)
+    draw = DrawOptions()
+    result = load(ckpt, device="cpu")(image)[0]
+    drawn = result.draw(**draw.draw_kwargs())
+    scores = np.sort(result.scores)
+    found = f"{len(scores)} people, scores {scores[0]:.2f}-{scores[-1]:.2f}" if len(scores) else "nobody"
+    title = f"demo model ({Path(ckpt).name}) on a synthetic crowd it never saw: {found}"
+    figure = cv2.copyMakeBorder(drawn, 26, 0, 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    cv2.putText(figure, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return save_png(out / "demo_crowd.png", figure, 1000)
 
 
 def demo_predictions(ckpt: Path, out: Path, num_images: int = 4, input_size: int | None = None) -> Path:
@@ -272,7 +300,8 @@ def line_panel(
         cv2.line(panel, (px(t), h - bottom), (px(t), h - bottom + 4), (60, 60, 60), 1)
         cv2.putText(panel, label, (px(t) - tw // 2, h - bottom + 18), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.rectangle(panel, (left, top), (w - right, h - bottom), (60, 60, 60), 1)
-    cv2.putText(panel, "epoch", (w // 2 - 20, h - 8), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    # x: epochs trained (a metric logged in epoch e, counted from 0 as in the checkpoint names, is at e + 1)
+    cv2.putText(panel, "epochs trained", (w // 2 - 50, h - 8), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     rotated = np.full((20, h), 255, np.uint8)
     cv2.putText(rotated, ylabel, (h // 2 - 8 * len(ylabel) // 2, 15), font, 0.45, 0, 1, cv2.LINE_AA)
     label_img = cv2.rotate(rotated, cv2.ROTATE_90_COUNTERCLOCKWISE)
@@ -296,7 +325,8 @@ def training_curve(metrics: Path, out: Path) -> Path:
             f"error: {metrics} has neither a training loss ({', '.join(LOSS_KEYS)}) nor val/AP; keys: {keys}"
         )
     left = line_panel(lx, ly, "training loss", loss_key or "loss", (31, 119, 180))
-    right = line_panel(ax, ay, "validation OKS-AP", "AP", (214, 39, 40), y_from_zero=True)
+    best = f" (best {max(ay):.3f} after {ax[ay.index(max(ay))]:g} epochs)" if ay else ""
+    right = line_panel(ax, ay, f"validation OKS-AP{best}", "AP", (214, 39, 40), y_from_zero=True)
     figure = np.hstack([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right])
     return save_png(out / "training_curve.png", figure, 1000)
 
@@ -329,11 +359,13 @@ def offset_sampling(ckpt: Path, out: Path, keypoints: str = "nose,left_wrist,rig
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
+    silence_library_noise()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
-    parser.add_argument("--ckpt", type=Path, help="demo checkpoint: adds demo_predictions.png")
+    parser.add_argument("--ckpt", type=Path,
+                        help="demo checkpoint: adds demo_predictions.png and demo_crowd.png")
     parser.add_argument(
         "--metrics", type=Path, help="metrics.json of scripts/train.py or a Lightning metrics.csv"
     )
@@ -342,14 +374,17 @@ def main(argv: list[str] | None = None) -> list[Path]:
                              "(README 'Your own keypoints')")
     parser.add_argument("--offsets-ckpt", type=Path,
                         help="a demo checkpoint with adaptive convs: adds offset_sampling.png")
-    parser.add_argument("--only", choices=["sample", "predictions", "curve", "ap10k", "offsets"], nargs="+")
+    parser.add_argument("--only", choices=["sample", "predictions", "crowd", "curve", "ap10k", "offsets"],
+                        nargs="+")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["sample", "predictions", "curve", "ap10k", "offsets"])
+    wanted = set(args.only or ["sample", "predictions", "crowd", "curve", "ap10k", "offsets"])
     written = []
     if "sample" in wanted:
         written.append(sample_poses(args.out))
     if "predictions" in wanted and args.ckpt:
         written.append(demo_predictions(args.ckpt, args.out))
+    if "crowd" in wanted and args.ckpt:
+        written.append(crowd_predictions(args.ckpt, args.out))
     if "curve" in wanted and args.metrics:
         if not args.metrics.is_file():
             raise SystemExit(

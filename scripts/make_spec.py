@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.data.make_spec import DEFAULT_SIGMA, spec_from_coco  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
 
 
 def _list(text: str) -> list[str]:
@@ -27,6 +28,7 @@ def _list(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    silence_library_noise()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("annotations", help="COCO-format keypoint annotation json")
     parser.add_argument("--out", required=True, help="spec YAML to write")

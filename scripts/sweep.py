@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dekr.config_errors import report_user_error
+from dekr.library_warnings import silence_library_noise
 from dekr.sweeps import Campaign, SweepError
 from dekr.sweeps.campaign import exec_point, run_here
 from dekr.sweeps.figures import learning_curves, metric_vs_gflops
@@ -141,6 +142,7 @@ def collect(campaign: Campaign) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_library_noise()
     args, extra = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.point is not None:

@@ -11,9 +11,13 @@ A LightningCLI: ``--config NAME.yaml`` is looked up in ``configs/`` when it is n
 the configs it names in ``parts`` are applied before it (several ``--config``, see
 :mod:`dekr.config`); any field can be overridden (``--model.optim.lr 5e-4``, ``--trainer.precision
 bf16-mixed``, ``--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging``). Each run lives
-in ``trainer.default_root_dir`` (default ``runs/<config name>``): ``config.yaml`` (the resolved
-config) and what :func:`dekr.training.trainer_kwargs` sets up for Python runs too: checkpoints
-(``last``, ``best-*`` by ``val/AP``, written atomically), ``metrics.json``, ``provenance.json`` (the
+in ``trainer.default_root_dir`` (default ``runs/<config name>``), never in a folder that holds another:
+a new run (no ``--ckpt_path``) into a used folder from a config or the default goes to ``<folder>-2``,
+``-3``, ... (said in its first log line); into a used folder the command line names, it is refused
+(:func:`dekr.preflight.run_folder_for`). The folder holds ``config.yaml`` (the resolved config, with the
+folder) and what :func:`dekr.training.trainer_kwargs` sets up for Python runs too: checkpoints (``last``,
+``best-*`` by ``val/AP`` and its stable name ``best``, written atomically), a log line per validation and
+a summary at the end, ``curve.png``, ``metrics.json``, ``provenance.json`` (the
 command, git commit and uncommitted diff in ``git.diff``, packages, machine, SLURM job, each session
 of the run: :class:`dekr.callbacks.Provenance`) and the W&B run. The W&B run is named by its config and
 run folder (``demo · runs/demo``), or for a sweep point (``--sweep``, set by ``scripts/sweep.py``) by its
@@ -28,13 +32,17 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import warnings
 from argparse import ArgumentError
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# First, before torch loads: dekr's import sets OpenMP's passive waiting, then the thread count is chosen.
+from dekr.cpu_threads import apply_thread_policy  # noqa: E402
+
+apply_thread_policy()
 
 from lightning.pytorch import Trainer  # noqa: E402
 from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
@@ -43,14 +51,16 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 
 from dekr.callbacks import (CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,  # noqa: E402
-                            PoseImageLogger, Provenance)
+                            PoseImageLogger, Provenance, ValidationReport)
 from dekr.checkpoint import CheckpointWriteError  # noqa: E402
 from dekr.config import PARTS_KEY, config_stack  # noqa: E402
 from dekr.config_errors import USAGE_ERROR, USER_ERRORS, explain_config_error, report_user_error  # noqa: E402
 from dekr.data.datamodule import DEKRDataModule  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
 from dekr.loggers import describe_wandb_runs, explicit_identity  # noqa: E402
 from dekr.module import DEKRModule  # noqa: E402
-from dekr.preflight import PreflightError, check_output_file, check_training_run, last_checkpoint  # noqa: E402
+from dekr.preflight import (PreflightError, check_output_file, check_training_run,  # noqa: E402
+                            last_checkpoint, run_folder_for)
 from dekr.run_lock import RunFolderBusy, hold_run_folder  # noqa: E402
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs  # noqa: E402
 
@@ -58,7 +68,16 @@ log = logging.getLogger("dekr.train")
 
 # The run's own callbacks, each a config section (``--checkpoint.monitor``, ``--pose_images.num_images``).
 RUN_CALLBACKS = {"checkpoint": LastAndBestCheckpoint, "pose_images": PoseImageLogger,
-                 "throughput": ImagesPerSecond, "history": EpochHistory}
+                 "throughput": ImagesPerSecond, "history": EpochHistory,
+                 "validation_report": ValidationReport}
+
+ROOT_DIR_OPTION = "--trainer.default_root_dir"
+
+
+def names_run_folder(command: list[str]) -> bool:
+    """Whether the command line itself names the run folder (``--trainer.default_root_dir``), rather
+    than a config file or the default ``runs/<config name>``."""
+    return any(arg == ROOT_DIR_OPTION or arg.startswith(ROOT_DIR_OPTION + "=") for arg in command)
 
 
 def resolve_config_args(argv: list[str]) -> tuple[list[str], str | None]:
@@ -116,14 +135,31 @@ class DEKRCLI(LightningCLI):
         parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
 
     def before_instantiate_classes(self) -> None:
+        self.choose_run_folder()
         # Here, in the launching process, before the model loads weights, the loggers start or any
         # DDP process spawns: a run that cannot start fails once, with every cause in one message.
         check_training_run(self.config.as_dict(), self.run_folder())
         self.config[PARTS_KEY] = None  # applied already: the saved config.yaml is complete without them
 
-    def run_folder(self) -> Path:
+    def choose_run_folder(self) -> None:
+        """Set ``trainer.default_root_dir`` to the folder this run goes into and say which, once
+        (:func:`dekr.preflight.run_folder_for`: a new run never goes into a folder that holds another;
+        the configured one or ``runs/<config name>`` gets a numbered neighbour)."""
         configured = self.config.get("trainer.default_root_dir")
-        return Path(configured) if configured else Path("runs") / (self.run_name or "default")
+        wanted = Path(configured) if configured else Path("runs") / (self.run_name or "default")
+        named = names_run_folder(self.command or sys.argv)
+        folder = run_folder_for(wanted, self.config.as_dict(), named=named)
+        self.config["trainer.default_root_dir"] = str(folder)  # config.yaml then names it too
+        if folder != wanted:
+            # Lightning's DDP workers run this command again: they must find this folder, not choose one
+            sys.argv += [ROOT_DIR_OPTION, str(folder)]
+        if rank_zero_only.rank == 0:
+            why = "" if folder == wanted else \
+                f" ({wanted} holds an earlier run; {ROOT_DIR_OPTION} {wanted} --ckpt_path last resumes it)"
+            log.info("run folder: %s%s", folder, why)
+
+    def run_folder(self) -> Path:
+        return Path(self.config["trainer.default_root_dir"])
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
@@ -156,10 +192,8 @@ def check_sync_batchnorm(trainer: Trainer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_library_noise()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # The OKS-AP figures are computed from states gathered over all ranks, so every rank logs the
-    # same value: Lightning's advice to sync_dist them (average across ranks) does not apply.
-    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
     argv = list(sys.argv[1:] if argv is None else argv)
     DEKRCLI.command = [sys.argv[0], *argv]
     try:
@@ -177,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             seed_everything_default=42,
             trainer_defaults={"logger": {"class_path": "dekr.loggers.WandbLogger"}},
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": __doc__, "exit_on_error": False},
+            parser_kwargs={"description": __doc__, "exit_on_error": False,
+                           "allow_abbrev": False},  # --trainer.max_epoch is a typo, not max_epochs
             auto_configure_optimizers=False,
         )
     except ArgumentError as err:
-        return report_user_error(explain_config_error(str(err), argv))
+        return report_user_error(explain_config_error(err, argv))
     except PreflightError as err:
         # every SLURM task runs this check; one of them reports
         return report_user_error(err) if rank_zero_only.rank == 0 else USAGE_ERROR
@@ -221,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + signal.SIGTERM
         print(f"error: {stop.message()}", file=sys.stderr)
         return stop.exit_code
-    history = next(c for c in cli.trainer.callbacks if isinstance(c, EpochHistory))
-    if history.written is not None:
-        print(f"run folder: {cli.trainer.default_root_dir}  (metrics: {history.written})")
     if cli.config.get("test_after_fit"):
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best")
     return 0

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from dekr.data.spec import KeypointSpec, load_spec  # noqa: E402
 from dekr.inference.rescore import RescoreNet, num_features, rescore_features, save_rescore_net  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
 from dekr.metrics.oks_ap import load_ground_truth, prepare_ground_truth  # noqa: E402
 
 
@@ -79,6 +80,7 @@ def train(features: torch.Tensor, target: torch.Tensor, epochs: int = 20, batch_
 
 
 def main(argv: list[str] | None = None) -> Path:
+    silence_library_noise()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True, help="keypoint spec name or YAML (its rescore_limbs are used)")
     parser.add_argument("--gt", required=True, help="ground-truth annotations of the split the predictions are on")

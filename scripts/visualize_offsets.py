@@ -21,6 +21,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dekr.cpu_threads import apply_thread_policy  # noqa: E402
+from dekr.library_warnings import silence_library_noise  # noqa: E402
+
+# Torch's CPU threads (dekr.cpu_threads): passive OpenMP waiting, set when dekr was imported above before
+# torch, and one thread per idle core.
+apply_thread_policy()
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +62,7 @@ def keypoint_indices(names: str | None, keypoint_names: tuple[str, ...], branche
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    silence_library_noise()
     import cv2
 
     from dekr.config_errors import USER_ERRORS, report_user_error

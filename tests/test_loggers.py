@@ -90,3 +90,20 @@ def test_offline_run_records_identity_config_and_best_and_last(tmp_path: Path,
 def test_summarize_checks_the_mode() -> None:
     with pytest.raises(ValueError, match="max or min"):
         WandbLogger(mode="disabled").summarize("val/AP", "best")
+
+
+@pytest.mark.parametrize("logger_class", ["ours", "lightning"])
+def test_no_anonymous_setting_warning(logger_class: str, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning hands wandb.init ``anonymous=None``, which W&B answers with "The anonymous setting has
+    no effect" (any mode, disabled too); ours leaves the setting out. Lightning's own logger is the
+    control that the warning is still there to catch."""
+    import wandb.errors.term
+    from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+    monkeypatch.setattr(wandb.errors.term, "_printed_messages", set())  # W&B says it once per process
+    make = WandbLogger if logger_class == "ours" else LightningWandbLogger
+    logger = make(mode="disabled", save_dir=str(tmp_path))
+    logger.experiment.finish()
+    said = "The anonymous setting has no effect" in capfd.readouterr().err
+    assert said == (logger_class == "lightning")

@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dekr.callbacks import (AtomicCheckpointIO, CheckpointOnStop, EpochHistory, ImagesPerSecond, LastAndBestCheckpoint,
-                            PoseImageLogger, Provenance, RequeueAtSafePoint, RNGStateCheckpoint, RunCosts)
+                            PoseImageLogger, Provenance, RequeueAtSafePoint, RNGStateCheckpoint, RunCosts,
+                            ValidationReport)
 from dekr.loggers import WandbLogger
 from dekr.training import CHECKPOINT_DEFAULTS, trainer_kwargs
 
@@ -20,8 +21,10 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kwargs = trainer_kwargs(tmp_path / "run")
     assert kwargs["default_root_dir"] == str(tmp_path / "run")
     kinds = [type(c) for c in kwargs["callbacks"]]
+    # the report after the history, whose records it reads
     assert kinds == [LearningRateMonitor, LastAndBestCheckpoint, PoseImageLogger, ImagesPerSecond, RunCosts,
-                     EpochHistory, RNGStateCheckpoint, CheckpointOnStop, Provenance, RequeueAtSafePoint]
+                     EpochHistory, ValidationReport, RNGStateCheckpoint, CheckpointOnStop, Provenance,
+                     RequeueAtSafePoint]
     checkpoint = kwargs["callbacks"][1]
     assert checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
     assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_last, checkpoint.save_top_k) == \
@@ -42,8 +45,8 @@ def test_given_ones_are_kept_and_completed(tmp_path: Path) -> None:
     kwargs = trainer_kwargs(tmp_path, callbacks=[own, history], logger=False, plugins=io)
     assert kwargs["logger"] is False
     assert [type(c) for c in kwargs["callbacks"]] == [ModelCheckpoint, EpochHistory, PoseImageLogger,
-                                                       ImagesPerSecond, RunCosts, RNGStateCheckpoint,
-                                                       CheckpointOnStop, Provenance,
+                                                       ImagesPerSecond, RunCosts, ValidationReport,
+                                                       RNGStateCheckpoint, CheckpointOnStop, Provenance,
                                                        RequeueAtSafePoint]  # no LR monitor
     assert kwargs["callbacks"][0] is own and own.dirpath == str(tmp_path / "checkpoints")
     assert kwargs["callbacks"][1] is history and kwargs["plugins"] == [io]

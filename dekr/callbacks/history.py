@@ -41,6 +41,11 @@ class EpochHistory(Callback):
         self.written: Path | None = None  # the metrics file, once written
         self._validated = False  # whether a validation ran in this training epoch
 
+    def series(self, key: str) -> list[tuple[int, float]]:
+        """``(epoch, value)`` of ``key`` in the recorded epochs that have it, in order: for a validation
+        metric, one pair per validated epoch (its last validation's value)."""
+        return [(int(row["epoch"]), float(row[key])) for row in self.history if key in row]
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validated = self._validated or not trainer.sanity_checking
 

@@ -3,6 +3,7 @@ sampling points of the adaptive convolutions at the person centres of the same i
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -16,11 +17,40 @@ log = logging.getLogger(__name__)
 
 #: Person centres drawn per ``val/offset_sampling`` image, best first (``val/poses`` draws 20 poses).
 OFFSET_SAMPLING_MAX_CENTERS = 20
+#: Grey of the border that brings the images of one logged list to one size (RGB, 0-255).
+PAD_VALUE = 128
+
+
+def pad_to_common_size(images: Sequence[np.ndarray], value: int = PAD_VALUE) -> list[np.ndarray]:
+    """The images, each padded at the bottom and right to the largest height and width among them.
+
+    Validation images keep their own sizes; W&B shows a list of images as one grid at one scale
+    (and warns "Images sizes do not match" otherwise), so one logged list gets one size, every
+    image at its own pixel scale in the top-left corner.
+
+    Args:
+        images: (H_i, W_i, 3) uint8 RGB.
+        value: the border's grey level.
+
+    Returns:
+        (max H_i, max W_i, 3) uint8 images, in the same order.
+    """
+    if not images:
+        return []
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    padded = []
+    for image in images:
+        canvas = np.full((height, width, image.shape[2]), value, dtype=image.dtype)
+        canvas[:image.shape[0], :image.shape[1]] = image
+        padded.append(canvas)
+    return padded
 
 
 class PoseImageLogger(Callback):
     """Logs the first ``num_images`` validation images of every ``every_n_epochs``-th validation,
-    with their predicted poses, as ``val/poses`` (loggers with ``log_image``, e.g. W&B).
+    with their predicted poses, as ``val/poses`` (loggers with ``log_image``, e.g. W&B), padded to
+    one size (:func:`pad_to_common_size`).
 
     With ``offset_sampling`` (``--pose_images.offset_sampling true``) the same images are also logged
     as ``val/offset_sampling``: the 9 taps of every adaptive conv of every keypoint branch at the
@@ -89,8 +119,9 @@ class PoseImageLogger(Callback):
             return
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(key="val/poses", images=self._images, caption=self._captions,
-                                 step=trainer.global_step)
+                logger.log_image(key="val/poses", images=pad_to_common_size(self._images),
+                                 caption=self._captions, step=trainer.global_step)
                 if self._offset_images:
-                    logger.log_image(key="val/offset_sampling", images=self._offset_images,
+                    logger.log_image(key="val/offset_sampling",
+                                     images=pad_to_common_size(self._offset_images),
                                      caption=self._offset_captions, step=trainer.global_step)

@@ -33,7 +33,16 @@ import numpy as np
 from dekr.data.spec import KeypointSpec, load_spec
 from dekr.data.synthetic_figures import Figure, body_plan
 
-_SPLITS = {"train": 1, "val": 2, "test": 3}
+#: The code of each split in the seeds of its random streams, ``(seed, code, index, stream)``. The
+#: crowd scenes (:mod:`dekr.data.synthetic_crowd`) have a code of their own, so that no seed and index
+#: make one of them a training or validation image. Any other split name has code 9.
+SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "crowd": 4}
+
+
+def scene_rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
+    """The random stream ``stream`` of sample ``index`` of ``split`` under ``seed`` (0: the scene's
+    layout, 1: its pixels)."""
+    return np.random.default_rng([seed, SPLIT_CODES.get(split, 9), index, stream])
 
 
 @dataclass
@@ -71,7 +80,7 @@ def _spec_or_coco(spec: KeypointSpec | None) -> KeypointSpec:
 def _sample_scene(seed: int, split: str, index: int, cfg: SyntheticConfig, spec: KeypointSpec
                   ) -> tuple[int, int, list[Figure], tuple[int, int, int, int] | None]:
     """Image width, height (pixels), its figures (back to front) and the occluder box (x0, y0, x1, y1) or None."""
-    rng = np.random.default_rng([seed, _SPLITS.get(split, 9), index, 0])
+    rng = scene_rng(seed, split, index, 0)
     w = int(round(cfg.image_size * rng.uniform(0.8, 1.2)))
     h = int(round(cfg.image_size * rng.uniform(0.8, 1.2)))
     n = int(rng.integers(cfg.min_people, cfg.max_people + 1))
@@ -85,20 +94,31 @@ def _sample_scene(seed: int, split: str, index: int, cfg: SyntheticConfig, spec:
     return w, h, figures, occluder
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    small = rng.uniform(40, 200, size=(4, 4, 3)).astype(np.float32)
+def background(rng: np.random.Generator, w: int, h: int, panels: int = 1,
+               texture_px: int = 3) -> np.ndarray:
+    """A (h, w, 3) RGB uint8 textured background: smooth colour blobs, blocky noise and 2-6 clutter
+    shapes per panel.
+
+    ``panels`` side-by-side panels of a wide image each get the blobs and clutter of one training
+    image (4 x 4 blobs, shapes up to a third of a panel); ``texture_px`` is the noise block's side in
+    pixels (3 at the training images' size).
+    """
+    small = rng.uniform(40, 200, size=(4, 4 * panels, 3)).astype(np.float32)
     bg = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-    noise = cv2.resize(rng.normal(0, 20, size=(h // 3 + 1, w // 3 + 1, 3)).astype(np.float32), (w, h),
+    noise_size = (h // texture_px + 1, w // texture_px + 1, 3)
+    noise = cv2.resize(rng.normal(0, 20, size=noise_size).astype(np.float32), (w, h),
                        interpolation=cv2.INTER_NEAREST)  # blocky texture, cheap to make
     bg = np.clip(bg + noise, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(2, 7))):  # clutter: rectangles and circles
+    pw = w // panels
+    shapes = sum(int(rng.integers(2, 7)) for _ in range(panels))
+    for _ in range(shapes):  # clutter: rectangles and circles
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         if rng.random() < 0.5:
-            x1, y1 = x0 + int(rng.integers(5, w // 3)), y0 + int(rng.integers(5, h // 3))
+            x1, y1 = x0 + int(rng.integers(5, pw // 3)), y0 + int(rng.integers(5, h // 3))
             cv2.rectangle(bg, (x0, y0), (x1, y1), color, -1)
         else:
-            cv2.circle(bg, (x0, y0), int(rng.integers(3, max(4, min(w, h) // 6))), color, -1)
+            cv2.circle(bg, (x0, y0), int(rng.integers(3, max(4, min(pw, h) // 6))), color, -1)
     return bg
 
 
@@ -107,8 +127,8 @@ def render_scene(seed: int, split: str, index: int, cfg: SyntheticConfig,
     """The (H, W, 3) RGB uint8 image of one synthetic sample of ``spec`` (default: COCO's)."""
     spec = _spec_or_coco(spec)
     w, h, figures, occluder = _sample_scene(seed, split, index, cfg, spec)
-    rng = np.random.default_rng([seed, _SPLITS.get(split, 9), index, 1])
-    image = _background(rng, w, h)
+    rng = scene_rng(seed, split, index, 1)
+    image = background(rng, w, h)
     plan = body_plan(spec)
     for figure in figures:
         plan.draw(image, figure, plan.colors(figure, rng))
@@ -125,6 +145,17 @@ def annotate_scene(seed: int, split: str, index: int, cfg: SyntheticConfig, imag
     masks rendered, no pixels)."""
     spec = _spec_or_coco(spec)
     w, h, figures, occluder = _sample_scene(seed, split, index, cfg, spec)
+    anns = annotate_figures(figures, occluder, w, h, spec, image_id, first_ann_id)
+    info = {"id": image_id, "file_name": f"{split}/{index:06d}.png", "width": w, "height": h,
+            "synthetic": {"seed": seed, "split": split, "index": index}}
+    return info, anns
+
+
+def annotate_figures(figures: list[Figure], occluder: tuple[int, int, int, int] | None, w: int, h: int,
+                     spec: KeypointSpec, image_id: int, first_ann_id: int) -> list[dict[str, Any]]:
+    """COCO ``annotations`` of ``spec``'s figures drawn back to front in a ``w`` x ``h`` image, under an
+    optional occluder box (x0, y0, x1, y1): a keypoint covered by a later figure or the occluder has
+    v = 1, one outside the image v = 0; a figure wholly hidden or outside gets no annotation."""
     plan = body_plan(spec)
     masks = []
     for figure in figures:
@@ -159,9 +190,7 @@ def annotate_scene(seed: int, split: str, index: int, cfg: SyntheticConfig, imag
                      "keypoints": kpts, "num_keypoints": num, "area": float(area),
                      "bbox": [x0, y0, x1 - x0, y1 - y0],
                      "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
-    info = {"id": image_id, "file_name": f"{split}/{index:06d}.png", "width": w, "height": h,
-            "synthetic": {"seed": seed, "split": split, "index": index}}
-    return info, anns
+    return anns
 
 
 def synthetic_coco(split: str, cfg: SyntheticConfig, spec: KeypointSpec | None = None) -> dict[str, Any]:
@@ -169,7 +198,7 @@ def synthetic_coco(split: str, cfg: SyntheticConfig, spec: KeypointSpec | None =
     spec = _spec_or_coco(spec)
     num = cfg.num_train if split == "train" else cfg.num_val
     images, annotations = [], []
-    base = _SPLITS.get(split, 9) * 1_000_000
+    base = SPLIT_CODES.get(split, 9) * 1_000_000
     name = "person" if body_plan(spec).kind == "person" else spec.name
     for index in range(num):
         info, anns = annotate_scene(cfg.seed, split, index, cfg, image_id=base + index,

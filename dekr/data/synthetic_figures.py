@@ -18,6 +18,7 @@ right are told apart by colour, not by where they lie in the image.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -53,6 +54,34 @@ def _pts(p: np.ndarray) -> tuple[int, int]:
     return int(round(p[0])), int(round(p[1]))
 
 
+@dataclass(frozen=True)
+class PersonPose:
+    """Where a stick person stands and how it bends: what :meth:`StickPerson.figure` draws.
+
+    Attributes:
+        hip: (x, y) of the hip centre, image pixels.
+        body: the person's size, pixels (the top of the head is 0.5 body above the hips, the ankles at
+            most 0.45 body below them).
+        tilt: lean of the upright body, rad (positive: clockwise in the image).
+        facing: +1 faces the camera (its left on image right), -1 is seen from the back.
+        arm_raise: (left, right) upper-arm angle, rad: 0 hangs down, pi/2 points outwards, more is raised.
+        elbow_bend: (left, right) turn of the forearm from the upper arm, rad.
+        hip_swing: (left, right) turn of the thigh from straight down, rad.
+        knee_bend: (left, right) turn of the shin from the thigh, rad.
+        hue: the torso colour's hue in [0, 1].
+    """
+
+    hip: tuple[float, float]
+    body: float
+    tilt: float
+    facing: float
+    arm_raise: tuple[float, float]
+    elbow_bend: tuple[float, float]
+    hip_swing: tuple[float, float]
+    knee_bend: tuple[float, float]
+    hue: float
+
+
 class StickPerson:
     """A stick person whose parts named in the spec are its keypoints (COCO, CrowdPose, subsets)."""
 
@@ -64,14 +93,31 @@ class StickPerson:
     def sample(self, rng: np.random.Generator, width: int, height: int,
                size_range: tuple[float, float]) -> Figure:
         """A person whose height is ``size_range`` (fractions of the image height) x ``height``."""
-        w, h = width, height
-        body = h * rng.uniform(*size_range)
-        hip = np.array([rng.uniform(0.05, 0.95) * w, rng.uniform(0.35, 0.85) * h])
+        return self.figure(self.sample_pose(rng, width, height, size_range))
+
+    @staticmethod
+    def sample_pose(rng: np.random.Generator, width: int, height: int,
+                    size_range: tuple[float, float]) -> PersonPose:
+        """A random pose: anywhere in a ``width`` x ``height`` image (its hips in the middle 35-85% of
+        the height), ``size_range`` x ``height`` tall, a quarter of the people seen from the back."""
+        body = height * rng.uniform(*size_range)
+        hip = (rng.uniform(0.05, 0.95) * width, rng.uniform(0.35, 0.85) * height)
         tilt = rng.normal(0.0, 0.2)
-        up = _rotate(np.array([0.0, -1.0]), tilt)
+        facing = 1.0 if rng.random() < 0.75 else -1.0
+        arms = [(rng.uniform(-0.3, 2.3), rng.uniform(-1.8, 1.8)) for _ in range(2)]  # left, then right
+        legs = [(rng.uniform(-0.5, 0.5), rng.uniform(-0.9, 0.9)) for _ in range(2)]
+        return PersonPose(hip=hip, body=body, tilt=tilt, facing=facing,
+                          arm_raise=(arms[0][0], arms[1][0]), elbow_bend=(arms[0][1], arms[1][1]),
+                          hip_swing=(legs[0][0], legs[1][0]), knee_bend=(legs[0][1], legs[1][1]),
+                          hue=rng.uniform(0, 1))
+
+    def figure(self, pose: PersonPose) -> Figure:
+        """The figure (keypoints in the spec's order and what ``draw`` needs) of a pose."""
+        body = pose.body
+        hip = np.array(pose.hip, dtype=np.float64)
+        up = _rotate(np.array([0.0, -1.0]), pose.tilt)
         right_dir = np.array([-up[1], up[0]])  # image-right for an upright person (x grows)
-        facing = 1.0 if rng.random() < 0.75 else -1.0  # +1: faces the camera (its left on image right)
-        side = right_dir * facing  # direction towards the person's LEFT side
+        side = right_dir * pose.facing  # direction towards the person's LEFT side
         down = -up
         kp = np.zeros((len(PERSON_PARTS), 2))
         neck = hip + up * 0.30 * body
@@ -84,21 +130,19 @@ class StickPerson:
         kp[3], kp[4] = head + side * 0.05 * body, head - side * 0.05 * body
         kp[17] = head + up * 0.08 * body  # top of the head, inside the head ellipse (half-axis 0.09)
         kp[18] = neck
-        for sh, el, wr, sdir in ((5, 7, 9, side), (6, 8, 10, -side)):
-            a = rng.uniform(-0.3, 2.3)  # 0: hanging down, pi/2: horizontal outwards, more: raised
+        for i, (sh, el, wr, sdir) in enumerate(((5, 7, 9, side), (6, 8, 10, -side))):
+            a = pose.arm_raise[i]
             upper = down * math.cos(a) + sdir * math.sin(a)
             kp[el] = kp[sh] + upper * 0.16 * body
-            kp[wr] = kp[el] + _rotate(upper, rng.uniform(-1.8, 1.8)) * 0.14 * body
-        for hp_, kn, an in ((11, 13, 15), (12, 14, 16)):
-            a1 = rng.uniform(-0.5, 0.5)
-            thigh = _rotate(down, a1) * 0.23 * body
+            kp[wr] = kp[el] + _rotate(upper, pose.elbow_bend[i]) * 0.14 * body
+        for i, (hp_, kn, an) in enumerate(((11, 13, 15), (12, 14, 16))):
+            thigh = _rotate(down, pose.hip_swing[i]) * 0.23 * body
             kp[kn] = kp[hp_] + thigh
-            kp[an] = kp[kn] + _rotate(thigh / np.linalg.norm(thigh), rng.uniform(-0.9, 0.9)) * 0.22 * body
+            kp[an] = kp[kn] + _rotate(thigh / np.linalg.norm(thigh), pose.knee_bend[i]) * 0.22 * body
         thickness = max(2, int(round(0.045 * body)))
-        hue = rng.uniform(0, 1)
         return {"keypoints": kp[self.part_index], "parts": kp, "thickness": thickness, "head": head,
                 "head_axes": (max(2, int(0.07 * body)), max(3, int(0.09 * body))),
-                "head_angle": math.degrees(math.atan2(up[1], up[0])) + 90, "hue": hue}
+                "head_angle": math.degrees(math.atan2(up[1], up[0])) + 90, "hue": pose.hue}
 
     def colors(self, figure: Figure, rng: np.random.Generator) -> dict[str, Color]:
         warm = rng.uniform(0.0, 0.12)   # reds/oranges for the left side

@@ -68,6 +68,11 @@ class DecodeConfig:
             absorb step) above this are refined (official TEST.ADJUST_THRESHOLD 0.05).
         adjust_sigma: initial sigma of the fit (official DATASET.SIGMA 2, although the heatmaps at
             input resolution are about 4x wider; the fit finds their width).
+        pose_thr: poses scoring under this are dropped from what ``dekr.load(...)(image)`` returns
+            and ``scripts/infer.py`` writes (:class:`dekr.inference.Predictor`; 0 keeps every
+            candidate). :func:`dekr.inference.predict_poses`, and so evaluation, keep every candidate
+            whatever it is: the official evaluation scores all of them and the COCO AP depends on
+            the low-scoring ones too.
         rescore: path of a rescoring-net checkpoint (ours or official ``final_rescore_*.pth``); None: off.
         rescore_rule: how the rescoring net's output becomes the pose score: ``official`` (the net
             predicts the OKS; score = OKS x mean keypoint score) or ``sigmoid`` (SuperGradients: the
@@ -103,6 +108,7 @@ class DecodeConfig:
     adjust_kernel: int = 6
     adjust_threshold: float = 0.05
     adjust_sigma: float = 2.0
+    pose_thr: float = 0.05
     rescore: str | None = None
     rescore_rule: str = "official"
     batch_size: int = 8
@@ -124,6 +130,8 @@ class DecodeConfig:
             raise ValueError(f"max_num_people must be >= 1, got {self.max_num_people}")
         if self.input_size % 64:
             raise ValueError(f"input_size must be a multiple of 64, got {self.input_size}")
+        if self.pose_thr < 0:
+            raise ValueError(f"pose_thr must be >= 0 (scores are never negative), got {self.pose_thr}")
         if self.adjust_kernel < 0:
             raise ValueError(f"adjust_kernel must be >= 0, got {self.adjust_kernel}")
         if self.rescore_rule not in ("official", "sigmoid"):

@@ -45,7 +45,6 @@ class DrawOptions:
     """Attributes:
     enabled: write drawn images / video at all.
     kpt_thr: keypoints scoring under this are not drawn (nor their limbs).
-    pose_thr: poses scoring under this are neither drawn nor written to the results.
     color_by: ``limb`` or ``person`` (default: ``person`` when tracked).
     show_ids: write the person / track id above each pose.
     max_poses: draw at most this many poses per image (best first).
@@ -53,7 +52,6 @@ class DrawOptions:
 
     enabled: bool = True
     kpt_thr: float = 0.1
-    pose_thr: float = 0.05
     color_by: str | None = None
     show_ids: bool = True
     max_poses: int | None = None

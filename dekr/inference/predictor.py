@@ -3,6 +3,7 @@
     import dekr
     model = dekr.load("runs/demo/checkpoints/last.ckpt")   # ours, official / MMPose / SG .pth, .onnx, zoo name
     result = model("photo.jpg")[0]                            # PoseResult: keypoints (P, K, 3), scores (P,)
+    print(result)                                            # PoseResult('photo.jpg', 3 poses, ...)
     result.save("poses.jpg")
     for frame in model.stream("clip.mp4"):                   # tracked (track_ids) and smoothed
         ...
@@ -51,12 +52,13 @@ class Predictor:
 
     Call it on images (``(H, W, 3)`` uint8 RGB arrays), image files, folders or a list of those:
     one :class:`PoseResult` per image. :meth:`stream` reads a video, a camera or a frame folder and
-    tracks and smooths the poses.
+    tracks and smooths the poses. Poses scoring under ``decode.pose_thr`` are dropped (the same
+    option and default as ``scripts/infer.py --pose-thr``); scores are never negative.
 
     Attributes:
         net: ``(N, 3, H, W)`` -> (heatmaps, offsets) (a ``DEKRNet`` in eval mode or an ONNX model).
         spec: keypoint spec.
-        decode: decoding options (``decode.batch_size`` images per forward pass).
+        decode: decoding options (``decode.batch_size`` images per forward pass, ``decode.pose_thr``).
         rescore_net: the rescoring net the checkpoint carries, or None.
         device: where the network runs.
         source: the checkpoint loaded.
@@ -74,17 +76,29 @@ class Predictor:
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """RGB images -> per image (keypoints (P, K, 3) float32, scores (P,)) numpy, in one call of
-        :func:`dekr.inference.predict_poses` (batched by ``decode.batch_size``)."""
+        :func:`dekr.inference.predict_poses` (batched by ``decode.batch_size``): every candidate (no
+        ``pose_thr``), keypoint and pose scores clipped at 0."""
         from dekr.inference.predict import predict_poses
 
         preds = predict_poses(self.net, list(images), self.spec, self.decode, rescore_net=self.rescore_net)
-        return [(p["keypoints"].detach().cpu().numpy(), p["scores"].detach().cpu().numpy()) for p in preds]
+        out = []
+        for pred in preds:
+            keypoints = pred["keypoints"].detach().cpu().numpy()
+            scores = pred["scores"].detach().cpu().numpy()
+            # The heatmap head is linear (no sigmoid), so far from any person it undershoots 0 a little and
+            # the scores read from it can be slightly negative (-3e-5). predict_poses keeps them, as the
+            # official decoder does: the evaluation ranks every candidate by them, and the AP matches the
+            # official code's. A score given to a user is a confidence, which is never below 0.
+            keypoints[..., 2] = keypoints[..., 2].clip(min=0.0)
+            out.append((keypoints, scores.clip(min=0.0)))
+        return out
 
     def predict_frames(self, frames: Iterable[Frame], pose_thr: float | None = None,
                        batch_size: int | None = None) -> Iterator[PoseResult]:
         """Frames -> results, in order, ``batch_size`` (default ``decode.batch_size``) per forward pass;
-        poses scoring under ``pose_thr`` (when given) are dropped."""
+        poses scoring under ``pose_thr`` (default ``decode.pose_thr``) are dropped."""
         batch_size = batch_size or self.decode.batch_size
+        pose_thr = self.decode.pose_thr if pose_thr is None else pose_thr
         chunk: list[Frame] = []
         for frame in frames:
             chunk.append(frame)
@@ -94,14 +108,18 @@ class Predictor:
         if chunk:
             yield from self._results(chunk, pose_thr)
 
-    def _results(self, frames: list[Frame], pose_thr: float | None) -> Iterator[PoseResult]:
+    def _results(self, frames: list[Frame], pose_thr: float) -> Iterator[PoseResult]:
         for frame, (kps, scores) in zip(frames, self.predict_arrays([f.image for f in frames])):
-            keep = scores >= pose_thr if pose_thr is not None else np.ones(len(scores), dtype=bool)
+            keep = scores >= pose_thr
             yield PoseResult(kps[keep], scores[keep], frame.image, self.spec, frame.name, frame.image_id,
                              frame=frame.index if frame.time is not None else None, time=frame.time)
 
     def __call__(self, inputs: ImageInput | Sequence[ImageInput], pose_thr: float | None = None) -> list[PoseResult]:
         """Poses of an image array, an image file, a folder of images, or a list of those.
+
+        Args:
+            inputs: (H, W, 3) uint8 RGB arrays, image files, folders, or a list of them.
+            pose_thr: poses scoring under this are dropped (default ``decode.pose_thr``; 0 keeps all).
 
         Returns:
             one :class:`PoseResult` per image (a folder: its image files, sorted); an unreadable file
@@ -131,7 +149,7 @@ class Predictor:
             tracking, smoothing: options (dataclasses or dicts); ``enabled=False`` turns either off.
             fps: frame rate for smoothing (default: the video's, else 30).
             max_frames: stop a video, camera or folder of frames after this many frames.
-            pose_thr: poses scoring under this are dropped before tracking.
+            pose_thr: poses scoring under this are dropped before tracking (default ``decode.pose_thr``).
         """
         if not isinstance(source, (ImageFiles, VideoSource)):
             source = open_source(source, sequence=True, fps=fps, max_frames=max_frames)
@@ -160,8 +178,8 @@ def load(name_or_path: str | Path, device: str = "auto", spec: str | KeypointSpe
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
         spec: the keypoint spec you expect (an error when the checkpoint is for another).
         decode_options: :class:`DecodeConfig` fields over the checkpoint's own (``input_size``,
-            ``flip_test``, ``scales``, ``batch_size``, ``autocast_dtype="bfloat16"``, ...); the
-            order: :mod:`dekr.inference.config`.
+            ``flip_test``, ``scales``, ``batch_size``, ``pose_thr``, ``autocast_dtype="bfloat16"``, ...);
+            the order: :mod:`dekr.inference.config`.
     """
     from dekr.checkpoint import load_checkpoint
     from dekr.inference.rescore import load_rescore_net

@@ -41,6 +41,25 @@ class PoseResult:
     def __len__(self) -> int:
         return len(self.scores)
 
+    #: The most pose scores :meth:`__repr__` shows.
+    REPR_SCORES = 5
+
+    def __repr__(self) -> str:
+        """One line: where the image came from, how many poses, its size and the best scores (never the
+        arrays themselves, which would fill a terminal)."""
+        best = np.sort(np.asarray(self.scores, dtype=np.float64))[::-1]
+        shown = " ".join(f"{s:.2f}" for s in best[: self.REPR_SCORES])
+        more = " ..." if len(best) > self.REPR_SCORES else ""
+        parts = [repr(self.name) if self.name else "array", f"{len(self)} poses",
+                 f"image {tuple(self.image.shape)}", f"spec {self.spec.name}"]
+        if self.frame is not None:
+            parts.append(f"frame {self.frame}")
+        if len(best):
+            parts.append(f"scores {shown}{more}")
+        if self.track_ids is not None:
+            parts.append(f"{int((np.asarray(self.track_ids) >= 0).sum())} tracked")
+        return f"PoseResult({', '.join(parts)})"
+
     def draw(self, kpt_thr: float = 0.1, color_by: str | None = None, show_ids: bool = True,
              max_poses: int | None = None, caption: str | None = None) -> np.ndarray:
         """The image with the skeletons drawn, (H, W, 3) uint8 RGB (:func:`dekr.visualize.draw_poses`).

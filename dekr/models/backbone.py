@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: timm HRNet variants: the official W32/W48 and the smaller ones for quick experiments.
 HRNET_VARIANTS = ("hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w30", "hrnet_w32",
                   "hrnet_w40", "hrnet_w44", "hrnet_w48", "hrnet_w64")
+#: The variants DEKR publishes results for, every one of them trained from the ImageNet HRNet.
+PUBLISHED_VARIANTS = ("hrnet_w32", "hrnet_w48")
 
 #: The config option that takes a local ImageNet file, named in every error about the weights.
 PRETRAINED_OPTION = "model.net.pretrained_backbone"

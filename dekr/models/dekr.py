@@ -117,8 +117,10 @@ class DEKRNet(nn.Module):
         if config.pretrained_backbone:
             self.backbone.load_pretrained(config.pretrained_backbone)
         else:
-            log.info("backbone %s starts from scratch (%s init; %s is false)", config.backbone, config.init,
-                     PRETRAINED_OPTION)
+            # Debug only: the training launcher says it once (dekr.preflight); every network built to
+            # load a checkpoint into comes here too.
+            log.debug("backbone %s starts from scratch (%s init; %s is false)", config.backbone, config.init,
+                      PRETRAINED_OPTION)
 
     @property
     def num_keypoints(self) -> int:

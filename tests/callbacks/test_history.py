@@ -32,3 +32,15 @@ def test_validation_metrics_appear_once_per_validation(tmp_path: Path) -> None:
     assert all("train/loss" in row for row in rows)
     # validation after epochs 1 and 3 (every 2nd); the sanity check before training is not one
     assert [(row["epoch"], row["val/AP"]) for row in rows if "val/AP" in row] == [(1, 1.0), (3, 3.0)]
+
+
+def test_series_pairs_each_validated_epoch_with_its_value(tmp_path: Path) -> None:
+    history = EpochHistory(metrics_file=None)
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=4, check_val_every_n_epoch=2,
+                        limit_train_batches=2, limit_val_batches=1, callbacks=[history], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(LoggingModel())
+    assert history.series("val/AP") == [(1, 1.0), (3, 3.0)]
+    assert [epoch for epoch, _ in history.series("train/loss")] == [0, 1, 2, 3]
+    assert history.series("nope") == []
+    assert not (tmp_path / "metrics.json").exists()  # metrics_file None: nothing written

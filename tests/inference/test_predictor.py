@@ -67,9 +67,12 @@ def test_image_path_array_folder_and_list(model, tmp_path):
     assert from_path.scores.shape == (len(from_path.keypoints),) and len(from_path) > 0  # a random net finds some
     np.testing.assert_allclose(from_array.keypoints, from_path.keypoints, atol=1e-4)
     assert from_array.image_id is None and from_path.track_ids is None
-    # The same poses as the function below it.
+    # The same poses as the function below it (every candidate with pose_thr 0; scores clipped at 0).
     [direct] = predict_poses(model.net, [image], model.spec, model.decode)
-    np.testing.assert_allclose(from_path.keypoints, direct["keypoints"].numpy(), atol=1e-4)
+    [every] = model(IMAGE, pose_thr=0.0)
+    np.testing.assert_allclose(every.keypoints[..., :2], direct["keypoints"][..., :2].numpy(), atol=1e-4)
+    np.testing.assert_allclose(every.keypoints[..., 2], direct["keypoints"][..., 2].clamp(min=0).numpy(),
+                               atol=1e-6)
 
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -83,6 +86,41 @@ def test_image_path_array_folder_and_list(model, tmp_path):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
     with pytest.raises(InputError, match="broken.jpg"):
         model(folder)
+
+
+def test_poses_under_the_pose_threshold_are_dropped_and_scores_are_never_negative(ckpt, model):
+    """One threshold, ``decode.pose_thr``, for dekr.load and scripts/infer.py; the random net's heatmaps
+    undershoot 0, so predict_poses (official, what evaluation ranks) returns negative scores."""
+    from dekr.inference import DecodeConfig
+
+    image = cv2.cvtColor(cv2.imread(str(IMAGE)), cv2.COLOR_BGR2RGB)
+    [raw] = predict_poses(model.net, [image], model.spec, model.decode)
+    assert (raw["scores"] < 0).any() and (raw["keypoints"][..., 2] < 0).any()  # what the clipping is for
+    assert model.decode.pose_thr == DecodeConfig().pose_thr > 0
+    [default] = model(image)
+    [every] = model(image, pose_thr=0.0)
+    assert len(every) == len(raw["scores"])
+    assert len(default) == int((raw["scores"] >= model.decode.pose_thr).sum())
+    assert len(default) < len(every)  # the threshold drops the candidates the official decoder keeps
+    assert every.scores.min() == 0.0 and every.keypoints[..., 2].min() == 0.0  # clipped, not dropped
+    np.testing.assert_allclose(every.scores, raw["scores"].clamp(min=0).numpy(), atol=1e-6)
+    strict = dekr.load(ckpt, device="cpu", pose_thr=20.0)
+    assert strict.decode.pose_thr == 20.0 and strict(image)[0].scores.min() >= 20.0
+    assert len(strict(image, pose_thr=0.0)[0]) == len(every)  # the call's argument over the option
+    with pytest.raises(ValueError, match="pose_thr must be >= 0"):
+        dekr.load(ckpt, device="cpu", pose_thr=-0.1)
+
+
+def test_result_repr_is_one_short_line(model):
+    [result] = model(IMAGE)
+    text = repr(result)
+    best = " ".join(f"{s:.2f}" for s in sorted(result.scores, reverse=True)[:5])
+    assert text.startswith(f"PoseResult('{IMAGE.name}', {len(result)} poses, image (425, 640, 3), spec coco")
+    assert f"scores {best} ..." in text and "\n" not in text and len(text) < 200  # never the image array
+    [none] = model(result.image, pose_thr=1e9)
+    assert repr(none) == "PoseResult(array, 0 poses, image (425, 640, 3), spec coco)"
+    frame = next(model.stream(VIDEO))
+    assert ", frame 0, " in repr(frame) and repr(frame).endswith(f"{(frame.track_ids >= 0).sum()} tracked)")
 
 
 def test_draw_save_show_and_to_coco(model, tmp_path, monkeypatch):
@@ -143,7 +181,7 @@ def test_write_outputs_is_the_coco_writer(model, tmp_path):
     from pycocotools.coco import COCO
 
     source = open_source(VIDEO, max_frames=3)
-    report = write_outputs(model.stream(source), source, tmp_path, model.spec, DrawOptions(pose_thr=0.0),
+    report = write_outputs(model.stream(source, pose_thr=0.0), source, tmp_path, model.spec, DrawOptions(),
                            progress=False)
     assert report.processed == 3 and report.error is None and report.poses > 0
     gt = COCO(str(tmp_path / "images.json"))

@@ -31,6 +31,11 @@ def test_evaluate_end_to_end(tmp_path, capsys, config, root, extra):
     printed = capsys.readouterr().out
     assert "| model | AP |" in printed
     assert "AP" in stats and 0.0 <= stats["AP"] <= 1.0
+    # the table in the paper's layout, in % and said so; the returned figures are fractions
+    head, _, row = printed[printed.index("| model | AP |"):].splitlines()[:3]
+    assert printed.splitlines()[printed.splitlines().index(head) - 1] == evaluate.TABLE_UNITS
+    cells = dict(zip(head.strip("| ").split(" | "), row.strip("| ").split(" | ")))
+    assert cells["AP"] == f"{100 * stats['AP']:.1f}"
     results = json.loads(out.read_text())
     assert isinstance(results, list)
     if "crowdpose" in config:

@@ -60,6 +60,21 @@ def test_single_image(tmp_path, ckpt):
     assert gt.dataset["categories"][0]["keypoints"][0] == "nose"
 
 
+def test_the_pose_threshold_is_the_python_apis(tmp_path, ckpt):
+    """infer.py writes what dekr.load(...)(image) returns: one option (decode.pose_thr), one default."""
+    import dekr
+
+    image = FIXTURES / "coco" / "000000000785.jpg"
+    model = dekr.load(ckpt, device="cpu", input_size=128)
+    for extra, pose_thr in [((), None), (("--pose-thr", "0"), 0.0), (("--decode", "pose_thr=20"), 20.0)]:
+        out = tmp_path / f"out{pose_thr}"
+        run(ckpt, image, out, "--no-draw", *extra)
+        scores = sorted(r["score"] for r in json.loads((out / "results.json").read_text()))
+        expected = sorted(model(image, pose_thr=pose_thr)[0].scores.tolist())
+        assert scores == pytest.approx(expected, abs=1e-6) and min(scores) >= 0.0
+    assert len(expected) < len(model(image, pose_thr=0.0)[0]) and min(expected) >= 20.0  # each dropped some
+
+
 def test_folder_with_non_images_and_a_corrupt_image(tmp_path, ckpt, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -216,8 +231,24 @@ def test_checkpoint_for_another_keypoint_set(tmp_path, ckpt):
         run(ckpt, FIXTURES / "coco" / "000000000785.jpg", tmp_path / "o", "--spec", "crowdpose")
     with pytest.raises(SystemExit, match="unknown draw option"):
         run(ckpt, FIXTURES / "coco" / "000000000785.jpg", tmp_path / "o", "--draw", "thickness=3")
+    with pytest.raises(SystemExit, match=r"unknown draw option\(s\) \['pose_thr'\]"):  # it is --pose-thr / decode.pose_thr
+        run(ckpt, FIXTURES / "coco" / "000000000785.jpg", tmp_path / "o", "--draw", "pose_thr=0.3")
     with pytest.raises(SystemExit, match="unknown smoothing option"):
         run(ckpt, VIDEO, tmp_path / "o", "--smoothing", "cutoff=3")
+
+
+def test_a_torchscript_file_is_refused_naming_what_to_give(tmp_path):
+    import warnings
+
+    import torch
+
+    path = tmp_path / "model.torchscript.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's own deprecation: a file as users have
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(SystemExit, match=r"^error: .*model.torchscript.pt is a TorchScript model .* ONNX"):
+        run(path, FIXTURES / "coco" / "000000000785.jpg", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_decode_options_name_the_flag_or_file_they_came_from(tmp_path, ckpt):

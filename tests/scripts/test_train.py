@@ -22,12 +22,19 @@ from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train, train_i
 from tests.scripts.wandb_reader import history
 
 
+#: What an earlier run left in the tiny run's configured folder (demo.yaml's runs/demo).
+EARLIER_METRICS = '{"status": "finished", "best_score": 0.5}'
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    root = tmp_path_factory.mktemp("train") / "run"
-    result = run_train([*TINY_ARGS, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root)],
-                       cwd=root.parent)
-    return root, result
+    """The tiny demo, 2 epochs, started where ``runs/demo`` (its config's folder) holds an earlier run:
+    it runs in ``runs/demo-2``."""
+    cwd = tmp_path_factory.mktemp("train")
+    (cwd / "runs" / "demo").mkdir(parents=True)
+    (cwd / "runs" / "demo" / "metrics.json").write_text(EARLIER_METRICS)
+    result = run_train([*TINY_ARGS, "--trainer.max_epochs", "2"], cwd=cwd)
+    return cwd / "runs" / "demo-2", result
 
 
 def test_run_writes_config_checkpoints_and_metrics(tiny_run) -> None:
@@ -49,6 +56,47 @@ def test_run_writes_config_checkpoints_and_metrics(tiny_run) -> None:
     assert not list(root.rglob("*.tmp"))
 
 
+def test_a_new_run_beside_an_earlier_one_gets_a_fresh_folder_and_says_so(tiny_run) -> None:
+    root, result = tiny_run
+    earlier = root.parent / "demo"
+    assert "INFO dekr.train: run folder: runs/demo-2 (runs/demo holds an earlier run; " \
+           "--trainer.default_root_dir runs/demo --ckpt_path last resumes it)" in result.stderr
+    assert [p.name for p in earlier.iterdir()] == ["metrics.json"] and \
+        (earlier / "metrics.json").read_text() == EARLIER_METRICS  # the earlier run untouched
+    assert "default_root_dir: runs/demo-2" in (root / "config.yaml").read_text()  # the saved config names it
+
+
+def test_the_log_has_a_line_per_validation_and_a_summary_naming_the_files(tiny_run) -> None:
+    root, result = tiny_run
+    log = result.stderr
+    lines = re.findall(r"^INFO dekr\.callbacks\.validation_report: (epoch .*)$", log, flags=re.M)
+    validated = [row for row in json.loads((root / "metrics.json").read_text())["history"] if "val/AP" in row]
+    assert len(lines) == len(validated) == 2
+    for line, row in zip(lines, validated):  # the AP as metrics.json has it (a fraction), then the others
+        assert line.startswith(f"epoch {row['epoch']}: val/AP {row['val/AP']:.3f} (best ")
+        assert f" AP50 {row['val/AP50']:.3f} " in line and line.endswith(" num_images 8")
+    summary = log[log.index("training finished after 2 epoch(s): best val/AP "):].splitlines()
+    assert [re.split(r"\s{2,}", line.strip()) for line in summary[1:5]] == [
+        ["best checkpoint", "runs/demo-2/checkpoints/best.ckpt"],
+        ["last checkpoint", "runs/demo-2/checkpoints/last.ckpt"],
+        ["metrics", "runs/demo-2/metrics.json"], ["learning curve", "runs/demo-2/curve.png"]]
+    best = next((root / "checkpoints").glob("best-*.ckpt"))
+    assert os.path.samefile(root / "checkpoints" / "best.ckpt", best)
+    assert (root / "curve.png").read_bytes().startswith(b"\x89PNG")
+    assert log.count("training batch: ") == 1  # the batch split, said once
+
+
+def test_a_new_run_into_a_used_folder_named_on_the_command_line_is_refused(tiny_run, tmp_path: Path,
+                                                                            monkeypatch, capsys) -> None:
+    root, _ = tiny_run
+    before = (root / "metrics.json").read_bytes()
+    code, stderr = train_in_process([*TINY_ARGS, "--trainer.default_root_dir", str(root)], tmp_path,
+                                    monkeypatch, capsys)
+    assert code == 2
+    assert f"run folder {root} (--trainer.default_root_dir) holds an earlier run (checkpoints/, " in stderr
+    assert "resume it with --ckpt_path last" in stderr and (root / "metrics.json").read_bytes() == before
+
+
 def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
     root, result = tiny_run
     runs = list((root / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -60,6 +108,21 @@ def test_wandb_offline_run_contains_the_logged_ap(tiny_run) -> None:
     assert aps[-1] == pytest.approx(metrics["final"]["val/AP"])
     assert any("train/loss" in row for row in rows) and any("lr-Adam/pg1" in row for row in rows)
     assert list((root / "wandb").glob("offline-run-*/files/media/images/val/poses_*.png"))
+
+
+def test_run_prints_no_library_noise(tiny_run) -> None:
+    """The demo's run (offline W&B, pose images of unequal sizes, outside a SLURM job): no library
+    message that dekr.library_warnings silences, none of the warnings we caused, and the backbone's
+    from-scratch line once, as information (the demo asks for it)."""
+    from dekr.library_warnings import LIBRARY_NOISE
+
+    _, result = tiny_run
+    for silence in LIBRARY_NOISE:
+        assert silence.example[:50] not in result.stderr, silence.library
+    for ours in ("The anonymous setting has no effect", "Images sizes do not match", "LeafSpec", "litlogger",
+                 "`srun`", "WARNING dekr.preflight: backbone", "starts from scratch"):
+        assert ours not in result.stderr, ours
+    assert result.stderr.count("INFO dekr.preflight: backbone: hrnet_w18_small from scratch") == 1
 
 
 def run_layout(root: Path) -> set[str]:
@@ -116,8 +179,8 @@ def test_python_trainer_with_the_library_defaults_writes_the_cli_run_folder(
     cli_root, _ = tiny_run
     layout = run_layout(root)
     assert layout == run_layout(cli_root) and not list(root.rglob("*.tmp"))
-    assert {"metrics.json", "provenance.json", "checkpoints/last.ckpt", "checkpoints/best-epochN-apN.ckpt",
-            "wandb/run.wandb", "wandb/val_poses.png"} == layout
+    assert {"metrics.json", "provenance.json", "curve.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+            "checkpoints/best-epochN-apN.ckpt", "wandb/run.wandb", "wandb/val_poses.png"} == layout
     ours, cli = (json.loads((r / "metrics.json").read_text()) for r in (root, cli_root))
     assert set(ours) == set(cli) and set(ours["final"]) == set(cli["final"])
     assert ours["epochs"] == 2 and len(ours["history"]) == 2

@@ -84,6 +84,22 @@ def test_missing_pretrained_file_names_the_file_and_the_option(tmp_path: Path, f
     assert "model.net.pretrained_backbone" in stderr
 
 
+def test_a_misspelt_key_is_one_line_with_did_you_mean(tmp_path: Path, fail) -> None:
+    """On the command line and in a config file, at any depth; the script stops before anything runs."""
+    cwd = tmp_path / "run"
+    cwd.mkdir()
+    stderr = fail(["--config", "demo.yaml", "--model.optim.lrr", "0.1"], cwd)
+    assert stderr.strip().splitlines()[-1] == \
+        "error: --model.optim.lrr (command line) is not an option; did you mean --model.optim.lr?"
+    assert "Union subtypes" not in stderr and "NestedArg" not in stderr
+    config = tmp_path / "mine.yaml"
+    config.write_text("data: {init_args: {augmentation: {max_rotaton: 3}}}\n")
+    stderr = fail(["--config", "demo.yaml", "--config", str(config)], cwd)
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: {config}: key 'data.augmentation.max_rotaton' is not an option; did you mean "
+        "'data.augmentation.max_rotation'?")
+
+
 def test_imagenet_weights_without_network_or_cache_fail_fast(tmp_path: Path) -> None:
     run, cache = tmp_path / "run", tmp_path / "hf"
     run.mkdir()

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Imported at collection, not first inside a test: on import Lightning gives its logger a handler on
+# the sys.stderr of that moment unless the root logger has one; inside a test that is the test's
+# captured stream, closed after it, and every later test's Lightning log line would fail to print.
+import lightning.pytorch  # noqa: F401
 import pytest
 
 from tests.scripts.script_runner import LEAKING_PREFIXES, REPO, clean_env, run_script
@@ -35,7 +39,7 @@ def train_in_process(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch
     variables: (exit code, stderr). For runs that stop before training (bad configs, preflight
     errors), where a subprocess would spend most of its time importing torch and Lightning. Rank-
     and network-dependent cases stay in subprocesses (both are read when those libraries load)."""
-    import train
+    import train  # (lightning is imported at this module's import: see the note at its import)
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["train.py"])

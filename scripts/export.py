@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export a DEKR model to ONNX and check it against PyTorch.
 
-    python scripts/export.py --ckpt runs/demo/checkpoints/last.ckpt        # runs/demo/checkpoints/last.onnx
+    python scripts/export.py --ckpt runs/demo/checkpoints/best.ckpt        # runs/demo/checkpoints/best.onnx
     python scripts/export.py --ckpt pose_dekr_hrnetw32_coco.pth --input-size 512 512
     python scripts/export.py --ckpt pose_dekr_hrnetw48_crowdpose.pth --spec crowdpose --out w48.onnx
 

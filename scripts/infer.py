@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pose inference on images, folders, videos and cameras: drawings + COCO-format results.
 
-    python scripts/infer.py --ckpt runs/demo/checkpoints/last.ckpt --input photo.jpg
+    python scripts/infer.py --ckpt runs/demo/checkpoints/best.ckpt --input demo_media/people.jpg  # demo model
     python scripts/infer.py --ckpt pose_dekr_hrnetw32_coco.pth --input images/ --out outputs/run1
     python scripts/infer.py --ckpt w32.ckpt --input clip.mp4 --device cuda --batch-size 16
     python scripts/infer.py --ckpt w32.ckpt --input frames/ --sequence --fps 25   # a folder of video frames

@@ -2,7 +2,7 @@
 """Draw where the adaptive convolutions sample (the DEKR paper's figure): at each detected person
 centre, the 9 taps of every adaptive conv of every keypoint branch, one color per keypoint.
 
-    python scripts/visualize_offsets.py --ckpt runs/demo/checkpoints/last.ckpt --image photo.jpg
+    python scripts/visualize_offsets.py --ckpt runs/demo/checkpoints/best.ckpt --image demo_media/people.jpg
     python scripts/visualize_offsets.py --ckpt mmpose/dekr-w32-coco --image photo.jpg \\
         --keypoints nose,left_wrist --min-score 0.1 --out nose_wrist.png
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.paths import FIXTURES, REPO_ROOT
 from tests.scripts.script_runner import threads_per_worker, usable_cpus
 
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The scripts are importable by name (``import train``, ``import evaluate``) in every test: their
 # ``main`` runs in process where a subprocess would only add interpreter and import time.

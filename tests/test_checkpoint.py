@@ -13,9 +13,9 @@ from dekr.checkpoint import ModelLoadError, atomic_torch_save, load_checkpoint
 from dekr.config import load_section
 from dekr.convert import convert_official_state_dict
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
-from tests.conftest import FIXTURES
-from tests.official_standin import standin_state_dict, write_standin_checkpoint
-from tests.test_export import small_checkpoint
+from tests.helpers.paths import FIXTURES
+from tests.helpers.official_standin import standin_state_dict, write_standin_checkpoint
+from tests.helpers.checkpoints import small_checkpoint
 
 
 class Unpicklable:
@@ -88,7 +88,7 @@ def test_checkpoint_carries_the_data_input_size_as_its_test_size(tmp_path: Path)
     from dekr.checkpoint import TEST_INPUT_SIZE_KEY
     from dekr.data.datamodule import DEKRDataModule
     from dekr.data.synthetic import SyntheticConfig
-    from tests.test_module import tiny_module, trainer
+    from tests.helpers.modules import tiny_module, trainer
 
     data = DEKRDataModule(dataset="synthetic", input_size=64, batch_size=2, num_workers=0,
                           synthetic=SyntheticConfig(num_train=2, num_val=1, image_size=64))
@@ -209,7 +209,7 @@ def test_zoo_name_is_fetched_converted_once_and_cached(tmp_path, monkeypatch):
 def test_peer_checkpoints_load_through_the_one_loader(tmp_path, layout):
     """The format is recognised from the content (a bare SuperGradients state dict is not taken for an
     official one), the network is built from the tensors, the peer's needs come with it."""
-    from tests.official_standin import make_state_dict, mmpose_standin_state_dict, read_keys
+    from tests.helpers.official_standin import make_state_dict, mmpose_standin_state_dict, read_keys
 
     if layout == "mmpose":
         raw = {"meta": {"mmpose_version": "1.3.2"}, "state_dict": mmpose_standin_state_dict("w32_crowdpose")}
@@ -236,7 +236,7 @@ def test_carried_rescoring_net_rescores_predictions(tmp_path):
 
     from dekr.data.dataset import read_image_rgb
     from dekr.inference import DecodeConfig, predict_poses
-    from tests.official_standin import mmpose_standin_state_dict
+    from tests.helpers.official_standin import mmpose_standin_state_dict
 
     path = tmp_path / "mmpose.pth"
     torch.save({"state_dict": mmpose_standin_state_dict("w32_coco")}, path)

@@ -10,8 +10,8 @@ from dekr.checkpoint import load_checkpoint
 from dekr.data.dataset import read_image_rgb
 from dekr.evaluation import evaluate
 from dekr.inference import DecodeConfig, predict_poses
-from tests.conftest import FIXTURES
-from tests.test_export import small_checkpoint
+from tests.helpers.paths import FIXTURES
+from tests.helpers.checkpoints import small_checkpoint
 
 MINICOCO = FIXTURES / "coco_minicoco"
 

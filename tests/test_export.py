@@ -5,45 +5,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 import torch
 
 from dekr.checkpoint import ModelLoadError, load_checkpoint
 from dekr.data.dataset import read_image_rgb
 from dekr.export import OnnxPoseNet, export_onnx, spec_metadata, verify_export
 from dekr.inference import DecodeConfig, predict_poses
-from tests.conftest import FIXTURES
-
-# A random network for the tools' tests: PyTorch's default init, whose random heatmaps give
-# detections to draw, track and write (the official init starts every heatmap at ~0).
-SMALL_NET = dict(
-    init="pytorch",
-    backbone="hrnet_w18_small",
-    num_keypoints=17,
-    heatmap_channels=16,
-    offset_channels_per_keypoint=8,
-    offset_blocks=1,
-)
-
-
-def small_checkpoint(path, spec: str = "coco", seed: int = 0, decode: dict | None = None, **net_overrides):
-    """One of our checkpoints with a small random network (as saved by training)."""
-    from dekr.checkpoint import save_module_checkpoint
-    from dekr.module import DEKRModule
-
-    torch.manual_seed(seed)
-    net = {**SMALL_NET, **net_overrides}
-    if spec == "crowdpose":
-        net["num_keypoints"] = 14
-    module = DEKRModule(
-        net=net, spec=spec, decode=decode if decode is not None else {"flip_test": False, "input_size": 128}
-    )
-    # Non-trivial BatchNorm statistics, so that a train/eval mix-up would show.
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return save_module_checkpoint(module, path)
-
+from tests.helpers.checkpoints import small_checkpoint
+from tests.helpers.paths import FIXTURES
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
@@ -76,7 +46,7 @@ def test_onnx_static_and_opset(tmp_path, small_model):
     path = export_onnx(model.net, tmp_path / "static.onnx", (64, 64), dynamic=False)
     runner = OnnxPoseNet(path)
     assert verify_export(model.net, runner, [(1, 3, 64, 64)])[0]["offsets"] < 1e-4
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidArgument, match="dimensions"):  # a static export takes its own size only
         runner(torch.zeros(1, 3, 96, 64))
     with pytest.raises(ModelLoadError, match="no keypoint spec"):
         runner.spec

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from dekr.data.spec import load_spec, shipped_specs
-from tests.conftest import FIXTURES, REPO_ROOT
+from tests.helpers.paths import FIXTURES, REPO_ROOT
 
 
 # ------------------------------------------------------------------------------------- spec lookup

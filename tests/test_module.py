@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -15,13 +14,7 @@ from dekr.data.spec import load_spec
 from dekr.finetune import transfer_from_file
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 from dekr.module import DEKRModule, OptimConfig
-
-TINY = dict(backbone="hrnet_w18_small", heatmap_channels=8, offset_channels_per_keypoint=4, offset_blocks=1)
-
-
-def tiny_module(k: int = 17, spec: str = "coco", **kwargs) -> DEKRModule:
-    return DEKRModule(net=DEKRNetConfig(num_keypoints=k, **TINY), spec=spec, **kwargs)
-
+from tests.helpers.modules import TINY, tiny_module, trainer
 
 def fake_batches(n_batches: int = 2, n: int = 2, k: int = 17, s: int = 64, nan_at: int | None = None):
     g = torch.Generator().manual_seed(0)
@@ -40,13 +33,6 @@ def fake_batches(n_batches: int = 2, n: int = 2, k: int = 17, s: int = 64, nan_a
 
 def loader(batches):
     return DataLoader(batches, batch_size=None)
-
-
-def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    defaults = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                    enable_model_summary=False, plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0)
-    defaults.update(kwargs)
-    return L.Trainer(**defaults)
 
 
 def test_optimizer_groups_and_schedule() -> None:
@@ -159,7 +145,7 @@ def test_finetune_coco_to_crowdpose_remaps_heads_by_name(tmp_path: Path) -> None
 
 
 def test_finetune_from_official_checkpoint_with_other_backbone(tmp_path: Path) -> None:
-    from tests.official_standin import write_standin_checkpoint
+    from tests.helpers.official_standin import write_standin_checkpoint
 
     official = write_standin_checkpoint("w32_crowdpose", tmp_path / "pose_dekr_hrnetw32_crowdpose.pth")
     net = DEKRNet(DEKRNetConfig(num_keypoints=17, backbone="hrnet_w32"))

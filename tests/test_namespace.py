@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
 
 HEAVY = ("torch", "lightning", "pytorch_lightning", "cv2", "timm", "torchmetrics")
 

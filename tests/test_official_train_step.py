@@ -23,7 +23,7 @@ import torch
 
 from dekr.convert import CheckpointMismatchError, convert_official_state_dict, to_official_state_dict
 from dekr.module import DEKRModule
-from tests.official_standin import REFERENCE_DIR, standin_state_dict
+from tests.helpers.official_standin import REFERENCE_DIR, standin_state_dict
 
 K = 17
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dekr import provenance
-from tests.git_repos import committed_repo, git
+from tests.helpers.git_repos import committed_repo, git
 
 
 @pytest.fixture

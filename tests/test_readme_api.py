@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import shutil
 
-from tests.conftest import FIXTURES, REPO_ROOT
-from tests.test_export import small_checkpoint
+from tests.helpers.paths import FIXTURES, REPO_ROOT
+from tests.helpers.checkpoints import small_checkpoint
 
 
 def api_examples() -> list[str]:

@@ -12,7 +12,7 @@ from dekr.data.spec import load_spec
 from dekr.visualize import (draw_caption, draw_poses, draw_sampling_points, id_color, keypoint_colors,
                             limb_colors)
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 SPEC = load_spec("coco")
 

@@ -27,7 +27,7 @@ from dekr.zoo import (
     looks_like_name,
     zoo_home,
 )
-from tests.zoo_server import StandInServer, sha256_hex, standin_entry
+from tests.helpers.zoo_server import StandInServer, sha256_hex, standin_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = os.urandom(3 << 20) + b"stand-in weights"  # a few chunks, so a cut transfer is mid-file
@@ -210,7 +210,7 @@ def test_two_processes_download_once(server: StandInServer, tmp_path: Path) -> N
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
         "from dekr.zoo import fetch\n"
-        "from tests.zoo_server import standin_entry\n"
+        "from tests.helpers.zoo_server import standin_entry\n"
         "print(fetch(standin_entry(sys.argv[1], sys.argv[2]), progress=False), flush=True)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), zoo.HOME_ENV: str(tmp_path / "shared")}

@@ -14,23 +14,23 @@ or a :class:`CheckpointMismatchError` lists what does not fit.
 """
 from dekr.convert.mmpose import convert_mmpose, mmpose_to_official
 from dekr.convert.official import (
-                                   CheckpointMismatchError,
-                                   convert_official,
-                                   convert_official_state_dict,
-                                   load_official_state_dict,
-                                   official_net_config,
-                                   to_official_state_dict,
+    CheckpointMismatchError,
+    convert_official,
+    convert_official_state_dict,
+    load_official_state_dict,
+    official_net_config,
+    to_official_state_dict,
 )
 from dekr.convert.supergradients import convert_supergradients
 
 __all__ = [
-                                   "CheckpointMismatchError",
-                                   "convert_mmpose",
-                                   "convert_official",
-                                   "convert_official_state_dict",
-                                   "convert_supergradients",
-                                   "load_official_state_dict",
-                                   "mmpose_to_official",
-                                   "official_net_config",
-                                   "to_official_state_dict",
+    "CheckpointMismatchError",
+    "convert_mmpose",
+    "convert_official",
+    "convert_official_state_dict",
+    "convert_supergradients",
+    "load_official_state_dict",
+    "mmpose_to_official",
+    "official_net_config",
+    "to_official_state_dict",
 ]

@@ -1,7 +1,7 @@
 """``dekr.load(...)``: a checkpoint ready to predict poses on images, folders, videos and cameras.
 
     import dekr
-    model = dekr.load("runs/demo/checkpoints/last.ckpt")   # ours, official / MMPose / SG .pth, .onnx, zoo name
+    model = dekr.load("runs/demo/checkpoints/best.ckpt")   # ours, official / MMPose / SG .pth, .onnx, zoo name
     result = model("photo.jpg")[0]                            # PoseResult: keypoints (P, K, 3), scores (P,)
     print(result)                                            # PoseResult('photo.jpg', 3 poses, ...)
     result.save("poses.jpg")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
 from tests.scripts.script_runner import clean_env
 
 SUITE = REPO_ROOT / "benchmarks" / "gpu.py"

@@ -11,7 +11,7 @@ import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from dekr.callbacks import Provenance
-from tests.git_repos import committed_repo, git
+from tests.helpers.git_repos import committed_repo, git
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from dekr.data.datamodule import DEKRDataModule
 from dekr.data.synthetic import SyntheticConfig
 from dekr.models.adaptive_conv import AdaptiveConv2d
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
-from tests.test_module import tiny_module
+from tests.helpers.modules import tiny_module
 
 
 def test_forward_flops_count_a_multiply_add_as_two() -> None:

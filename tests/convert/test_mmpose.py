@@ -1,7 +1,7 @@
 """MMPose 1.x DEKR conversion: reference outputs of MMPose's own model, layout coverage, strictness.
 
 The reference outputs (``forward_mmpose_dekr_*.npz``) were made by MMPose 1.3.2 from
-:func:`tests.official_standin.mmpose_standin_state_dict` (see shared/reference/README.md).
+:func:`tests.helpers.official_standin.mmpose_standin_state_dict` (see shared/reference/README.md).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dekr.convert.official import CheckpointMismatchError
 from dekr.data.normalize import normalize_image
 from dekr.inference.rescore import RescoreNet
 from dekr.models.dekr import DEKRNet
-from tests.official_standin import MMPOSE_REGULAR, REFERENCE_DIR, mmpose_standin_state_dict, read_keys
+from tests.helpers.official_standin import MMPOSE_REGULAR, REFERENCE_DIR, mmpose_standin_state_dict, read_keys
 
 VARIANTS = ("w32_coco", "w32_crowdpose", "w48_coco", "w48_crowdpose")
 OFFICIAL_PARAMS = {"w32_coco": 29_561_182, "w48_coco": 65_684_590, "w32_crowdpose": 29_522_071,

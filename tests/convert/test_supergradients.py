@@ -29,7 +29,7 @@ from dekr.inference.config import DecodeConfig
 from dekr.inference.preprocess import resize_image, resize_info, to_input_tensor
 from dekr.inference.rescore import RescoreNet, num_features, rescore, rescore_features
 from dekr.models.dekr import DEKRNet
-from tests.official_standin import REFERENCE_DIR, make_state_dict, read_keys
+from tests.helpers.official_standin import REFERENCE_DIR, make_state_dict, read_keys
 
 KEYS = REFERENCE_DIR / "keys_sg_dekr_w32_no_dc.txt"
 REFERENCE = REFERENCE_DIR / "forward_sg_dekr_w32_no_dc_seed0_128x128.npz"

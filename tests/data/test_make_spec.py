@@ -11,8 +11,8 @@ import yaml
 from dekr.data.make_spec import DEFAULT_SIGMA, propose_flip_pairs, spec_from_coco, torso_limbs
 from dekr.data.spec import KeypointSpec, load_spec
 
-from tests.conftest import FIXTURES
-from tests.data.test_spec import AP10K_JSON, AP10K_SIGMAS
+from tests.helpers.paths import FIXTURES
+from tests.helpers.paths import AP10K_JSON, AP10K_SIGMAS
 
 COCO_JSON = FIXTURES / "coco" / "test_coco.json"
 

@@ -7,11 +7,8 @@ import pytest
 
 from dekr.data.spec import KeypointSpec, load_spec, shipped_specs
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import AP10K_JSON, AP10K_SIGMAS
 
-AP10K_JSON = FIXTURES / "ap10k" / "test_ap10k.json"
-# The benchmark's OKS sigmas, in its keypoint order (shared/data/README.md).
-AP10K_SIGMAS = (.025, .025, .026, .035, .035, .079, .072, .062, .079, .072, .062, .107, .087, .089, .107, .087, .089)
 
 
 def test_shipped_specs_include_ap10k():

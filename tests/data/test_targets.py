@@ -1,6 +1,6 @@
 """DEKR targets: vectorised numpy and torch builders against straightforward loop references, and
 ``official_quirks`` against the official code's own targets and losses on real images
-(``tests/fixtures/reference/targets_official_*.npz``, read by ``tests/official_targets.py``)."""
+(``tests/fixtures/reference/targets_official_*.npz``, read by ``tests/helpers/official_targets.py``)."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ from dekr.data.dataset import CocoKeypointDataset
 from dekr.data.spec import load_spec
 from dekr.data.targets import TargetConfig, build_targets, build_targets_torch
 from dekr.losses import LossConfig, dekr_loss
-from tests.official_targets import ARRAYS, FILES, REFERENCE_DIR, checksum, load, predictions
+from tests.helpers.official_targets import ARRAYS, FILES, REFERENCE_DIR, checksum, load, predictions
 
 
 # ---------------------------------------------------------------- references (loops, the recipe's formulas)

@@ -25,7 +25,7 @@ from dekr.inference.rescore import (
     save_rescore_net,
 )
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 OFFICIAL_RESCORE = FIXTURES / "reference" / "final_rescore_crowd_pose_kpt.pth"
 

@@ -10,7 +10,7 @@ from dekr.data.spec import load_spec
 from dekr.inference import DecodeConfig, predict_poses, to_coco_results
 from dekr.metrics.oks_ap import OKSAP
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 from tests.inference.render import GroundTruthNet, synthetic_images
 
 COCO_GT = FIXTURES / "coco" / "test_coco.json"

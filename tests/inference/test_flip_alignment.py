@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from dekr.data.spec import load_spec
 from dekr.inference import DecodeConfig
@@ -20,7 +19,7 @@ from dekr.inference.decode import flip_heatmaps_back
 from dekr.inference.predict import run_net
 from dekr.inference.preprocess import resize_image, resize_info, to_input_tensor
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 from tests.inference.render import GroundTruthNet, synthetic_images
 
 

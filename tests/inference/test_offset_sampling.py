@@ -22,7 +22,7 @@ from dekr.inference.offset_sampling import (
 from dekr.inference.preprocess import resize_info
 from dekr.models.adaptive_conv import AdaptiveConv2d
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 SPEC = load_spec("coco")
 # Row-major 3x3 grid as (x, y): the taps' order.

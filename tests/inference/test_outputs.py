@@ -13,7 +13,7 @@ from dekr.inference.outputs import CocoWriter
 from dekr.inference.result import PoseResult
 from dekr.metrics.oks_ap import OKSAP
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 AP10K = FIXTURES / "ap10k"
 

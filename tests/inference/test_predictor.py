@@ -13,9 +13,9 @@ import dekr
 from dekr.inference import PoseResult, Predictor, predict_poses
 from dekr.inference.outputs import DrawOptions, write_outputs
 from dekr.inference.sources import InputError, open_source
-from tests.conftest import FIXTURES
-from tests.official_standin import write_standin_checkpoint
-from tests.test_export import small_checkpoint
+from tests.helpers.paths import FIXTURES
+from tests.helpers.official_standin import write_standin_checkpoint
+from tests.helpers.checkpoints import small_checkpoint
 
 IMAGE = FIXTURES / "coco" / "000000000785.jpg"
 FRAMES = FIXTURES / "posetrack18_frames"

@@ -11,7 +11,7 @@ from dekr.checkpoint import ModelLoadError
 from dekr.data.spec import load_spec
 from dekr.inference.rescore import RescoreNet, load_rescore_net, num_features, save_rescore_net
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 OFFICIAL_CROWDPOSE = FIXTURES / "reference" / "final_rescore_crowd_pose_kpt.pth"
 

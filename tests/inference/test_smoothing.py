@@ -12,7 +12,7 @@ from dekr.inference import DecodeConfig, predict_poses
 from dekr.inference.smoothing import OneEuroFilter, PoseSmoother, SmoothingConfig, keypoint_jitter
 from dekr.inference.tracking import PoseTracker
 
-from tests.inference.test_tracking import shifted_sequence
+from tests.helpers.sequences import shifted_sequence
 
 SPEC = load_spec("coco")
 

@@ -12,7 +12,7 @@ import torch
 from dekr.data.spec import load_spec
 from dekr.metrics.oks_ap import BACKENDS, COCO_KEYS, CROWD_KEYS, OKSAP, format_table
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 COCO_GT = FIXTURES / "coco" / "test_coco.json"
 COCO_PREDS = FIXTURES / "reference_preds" / "example_coco_preds.json"

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from tests.conftest import FIXTURES
-from tests.data.test_spec import AP10K_JSON, AP10K_SIGMAS
+from tests.helpers.paths import FIXTURES
+from tests.helpers.paths import AP10K_JSON, AP10K_SIGMAS
 from tests.scripts.script_runner import clean_env, run_script
 
 #: Test input size of the two overfitting proofs: the images' short side at evaluation.

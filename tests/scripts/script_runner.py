@@ -6,31 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dekr.cpu_threads import usable_cpus
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Variables of the calling shell (a SLURM job, a DDP launch, W&B login) that must not leak into a run.
 LEAKING_PREFIXES = ("WANDB_", "SLURM_", "MASTER_", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
-
-
-def _cgroup_cpu_limit() -> int | None:
-    """CPUs allowed by the cgroup's CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), None if unlimited."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # "max 100000" or "200000 100000"
-    except (OSError, ValueError):
-        try:
-            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()  # "-1": unlimited
-            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    if quota in ("max", "-1"):
-        return None
-    return max(1, int(quota) // int(period))
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container limited
-    to 2 CPUs on a 64-core host still sees all 64 in its affinity)."""
-    return min(len(os.sched_getaffinity(0)), _cgroup_cpu_limit() or os.cpu_count() or 1)
 
 
 def threads_per_worker() -> int:

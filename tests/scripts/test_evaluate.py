@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 
 
@@ -19,7 +19,7 @@ from tests.conftest import FIXTURES
 def test_evaluate_end_to_end(tmp_path, capsys, config, root, extra):
     import evaluate
 
-    from tests.official_standin import write_standin_checkpoint
+    from tests.helpers.official_standin import write_standin_checkpoint
 
     # an official-layout checkpoint (converted on the fly by the one loader) for COCO, a random net for CrowdPose
     model = (["--ckpt", str(write_standin_checkpoint("w32_coco", tmp_path / "pose_dekr_hrnetw32_coco.pth"))]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.official_standin import write_standin_checkpoint
+from tests.helpers.official_standin import write_standin_checkpoint
 from tests.scripts.script_runner import run_script
-from tests.test_export import small_checkpoint
+from tests.helpers.checkpoints import small_checkpoint
 
 
 

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES
-from tests.official_standin import write_standin_checkpoint
+from tests.helpers.paths import FIXTURES
+from tests.helpers.official_standin import write_standin_checkpoint
 from tests.scripts.script_runner import run_script
-from tests.test_export import small_checkpoint
+from tests.helpers.checkpoints import small_checkpoint
 
 
 FRAMES = FIXTURES / "posetrack18_frames"

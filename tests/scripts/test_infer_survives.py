@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 from tests.scripts.script_runner import REPO, clean_env
-from tests.filesystems import mount_tmpfs, unmount
-from tests.test_export import small_checkpoint
+from tests.helpers.filesystems import mount_tmpfs, unmount
+from tests.helpers.checkpoints import small_checkpoint
 
 FRAME = FIXTURES / "posetrack18_frames" / "000000.jpg"
 FAST = ["--input-size", "128", "--quiet", "--device", "cpu"]

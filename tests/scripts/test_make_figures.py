@@ -9,7 +9,7 @@ from dekr.config import load_section
 from dekr.data.dataset import read_image_rgb
 from dekr.data.synthetic import SyntheticConfig, render_scene
 from dekr.dataclass_config import as_config
-from tests.test_export import small_checkpoint
+from tests.helpers.checkpoints import small_checkpoint
 
 
 def test_demo_predictions_grid(tmp_path):
@@ -52,7 +52,7 @@ def test_crowd_figure_is_what_infer_draws_on_the_demo_media_image_under_a_title(
     image, anns = scene.frame(0)
     assert image.shape == (256, scene.width, 3) and len(anns) == 4
     draw = DrawOptions()
-    drawn = dekr.load(ckpt, device="cpu")(image, pose_thr=draw.pose_thr)[0].draw(**draw.draw_kwargs())
+    drawn = dekr.load(ckpt, device="cpu")(image)[0].draw(**draw.draw_kwargs())  # infer.py's pose threshold
     figure = read_image_rgb(path)
     assert figure.shape == (26 + 256, scene.width, 3)
     np.testing.assert_array_equal(figure[26:], drawn)

@@ -6,8 +6,8 @@ import pytest
 
 from dekr.data.spec import load_spec
 
-from tests.conftest import REPO_ROOT
-from tests.data.test_spec import AP10K_JSON, AP10K_SIGMAS
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.paths import AP10K_JSON, AP10K_SIGMAS
 
 
 SHIPPED_AP10K = REPO_ROOT / "dekr" / "data" / "specs" / "ap10k.yaml"

@@ -9,7 +9,7 @@ import pytest
 
 from dekr.preflight import check_output_file
 
-from tests.filesystems import mount_tmpfs, unmount
+from tests.helpers.filesystems import mount_tmpfs, unmount
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from dekr.inference.rescore import load_rescore_net, num_features
 from dekr.metrics.oks_ap import OKSAP
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 from tests.scripts.learning_proofs import AP10K, AP10K_JSON, EVAL_SIZE, PROOFS, RunOutcome, demo_net, run_proof
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import dekr
-from dekr.inference.outputs import DrawOptions
+from dekr.inference import DecodeConfig
 from dekr.metrics.pose_metrics import oks
 from tests.scripts.learning_proofs import PROOFS, run_proof
 from tests.scripts.script_runner import threads_per_worker
@@ -35,7 +35,7 @@ def crowd_misses(ckpt: Path) -> list[str]:
     result = model(image, pose_thr=0.0)[0]
     order = np.argsort(-result.scores)
     poses, scores = torch.as_tensor(result.keypoints[order][..., :2]).double(), result.scores[order]
-    n, pose_thr = len(anns), DrawOptions().pose_thr
+    n, pose_thr = len(anns), DecodeConfig().pose_thr
     problems = []
     for i, ann in enumerate(anns):
         truth = torch.tensor(ann["keypoints"], dtype=torch.float64).reshape(1, -1, 3)

@@ -10,7 +10,7 @@ import torch
 from dekr.data.spec import load_spec
 from dekr.inference.rescore import load_rescore_net, rescore
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 
 

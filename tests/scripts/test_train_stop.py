@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.filesystems import mount_tmpfs, unmount
+from tests.helpers.filesystems import mount_tmpfs, unmount
 from tests.scripts.script_runner import REPO
 from tests.scripts.train_helpers import TINY_ARGS, clean_env, run_train, train_in_process
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dekr.data.dataset import read_image_rgb
-from tests.conftest import FIXTURES
-from tests.test_export import small_checkpoint
+from tests.helpers.paths import FIXTURES
+from tests.helpers.checkpoints import small_checkpoint
 
 IMAGE = FIXTURES / "coco_minicoco" / "images" / "val2017" / "000000009483.jpg"
 FAST = ["--input-size", "128", "--device", "cpu"]

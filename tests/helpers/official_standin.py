@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REFERENCE_DIR = Path(__file__).parent / "fixtures" / "reference"
+REFERENCE_DIR = Path(__file__).parents[1] / "fixtures" / "reference"
 REGULAR = [[-1, -1, -1, 0, 0, 0, 1, 1, 1], [-1, 0, 1, -1, 0, 1, -1, 0, 1]]
 
 

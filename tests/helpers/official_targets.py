@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 ARRAYS = ("heatmap", "heatmap_weight", "offset", "offset_weight")
-REFERENCE_DIR = Path(__file__).parent / "fixtures" / "reference"
+REFERENCE_DIR = Path(__file__).parents[1] / "fixtures" / "reference"
 FILES = {"minicoco": "targets_official_minicoco_seed5201.npz",
          "crowdpose": "targets_official_crowdpose_val_seed5204.npz"}
 

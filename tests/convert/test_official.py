@@ -10,7 +10,7 @@ import torch
 import dekr
 from dekr.convert import CheckpointMismatchError, convert_official_state_dict, load_official_state_dict
 from dekr.models.dekr import DEKRNet, DEKRNetConfig
-from tests.official_standin import REFERENCE_DIR, read_keys, standin_state_dict, write_standin_checkpoint
+from tests.helpers.official_standin import REFERENCE_DIR, read_keys, standin_state_dict, write_standin_checkpoint
 from tests.scripts.script_runner import run_script
 
 VARIANT_NETS = {
